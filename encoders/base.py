@@ -1,0 +1,33 @@
+"""The encoder interface: text, images and videos into one shared space.
+
+Implementations return L2-normalised float32 arrays of shape ``(n, dim)`` so that
+the inner product is the cosine similarity, and carry the ``version`` of the
+projection heads that produced them (every stored vector records it).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+
+class Embedder(ABC):
+    """Maps every modality into one shared space of ``dim`` dimensions."""
+
+    version: str
+    dim: int
+
+    @abstractmethod
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(n,) strings -> (n, dim) unit vectors."""
+
+    @abstractmethod
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(n,) decoded RGB(A) images -> (n, dim) unit vectors."""
+
+    @abstractmethod
+    def embed_videos(self, videos: Sequence[Sequence[Image.Image]]) -> np.ndarray:
+        """(n,) lists of decoded frames -> (n, dim) unit vectors (frames pooled)."""

@@ -1,0 +1,31 @@
+"""Root of crossfeed's error tree.
+
+Every package has its own ``exceptions.py`` whose classes derive from
+:class:`CrossfeedError`. ``retriable`` tells a caller whether the same call may
+succeed later (an engine was unreachable) or never will (bad input).
+"""
+
+from __future__ import annotations
+
+
+class CrossfeedError(Exception):
+    """Base class of every error crossfeed raises on purpose."""
+
+    retriable: bool = False
+
+    def __init__(self, message: str, *, retriable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if retriable is not None:
+            self.retriable = retriable
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(CrossfeedError):
+    """A setting is missing or invalid."""
+
+
+class InvalidInputError(CrossfeedError):
+    """External input (a post, a URL, a filter, a file) failed validation."""

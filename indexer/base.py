@@ -1,0 +1,74 @@
+"""The vector-index interface: idempotent upserts, filtered search, lookup by post.
+
+Filters are structured (:class:`SearchFilter`), never raw expression strings from
+users: each implementation builds its own query language from validated fields.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One stored vector: an item (text, image or video) of one post."""
+
+    row_id: str  # "<post_id>:<modality>:<item>", the primary key
+    post_id: str
+    item: int
+    modality: str  # "text" | "image" | "video"
+    vector: Sequence[float]
+    created_at_ms: int  # post time, epoch milliseconds (UTC)
+    author: str
+    text: str
+    tags: Sequence[str]
+    lang: str
+    model_version: str
+    media_ref: str
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    modalities: Sequence[str] = ()  # empty = all
+    since_ms: int | None = None  # inclusive
+    until_ms: int | None = None  # exclusive
+    tags: Sequence[str] = ()  # any of these tags
+    lang: str | None = None
+    exclude_post_ids: Sequence[str] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Hit:
+    row: IndexRow  # vector may be empty in hits
+    score: float  # cosine similarity, higher is closer
+
+
+class VectorIndex(ABC):
+    @abstractmethod
+    def ensure_ready(self, dim: int) -> None:
+        """Create the collection and index if missing, and load it for search."""
+
+    @abstractmethod
+    def upsert(self, rows: Sequence[IndexRow]) -> int:
+        """Insert or replace rows by ``row_id``; returns how many were written."""
+
+    @abstractmethod
+    def search(self, vector: Sequence[float], top_k: int, flt: SearchFilter) -> list[Hit]:
+        """Nearest rows to a unit ``vector``, best first."""
+
+    @abstractmethod
+    def get_post(self, post_id: str) -> list[IndexRow]:
+        """Every stored row of one post (vectors included)."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Number of rows stored."""
+
+    @abstractmethod
+    def ping(self) -> bool:
+        """True when the engine answers."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
