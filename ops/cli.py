@@ -21,6 +21,7 @@ from crossfeed.exceptions import CrossfeedError
 _COMMAND_MODULES = (
     "crossfeed.ops.engines",  # up, down, status
     "crossfeed.ops.corpus",  # corpus
+    "crossfeed.ops.produce",  # produce
     "crossfeed.ops.serve",  # serve, demo
     "crossfeed.encoders.train.cli",  # train, eval
     "crossfeed.ops.bench",  # bench
@@ -52,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # Client libraries log every connection at INFO; keep command output readable.
+        for noisy in ("kafka", "aiokafka", "faust", "mode", "httpx", "pymilvus"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

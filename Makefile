@@ -1,0 +1,43 @@
+# Two entry points on a fresh Debian machine (Python 3.11 with venv):
+#   make demo   create .venv, install, start the local engines, run the main job
+#   make test   create .venv, install, start the engines the tests need, run lint + types + tests
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck unit clean-state
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (apt-get install python3.11 python3.11-venv)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	# CPU build of torch first, pinned, so nothing below pulls a CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/crossfeed demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# The repository root is the package `crossfeed`; mypy sees it through a link named so.
+typecheck: $(STAMP)
+	mkdir -p .state/mypy && ln -sfn ../.. .state/mypy/crossfeed
+	MYPYPATH=.state/mypy $(BIN)/mypy -m crossfeed -m crossfeed.exceptions \
+	  -p crossfeed.streams -p crossfeed.encoders -p crossfeed.indexer -p crossfeed.api -p crossfeed.ops
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not integration"
+
+test: $(STAMP) lint typecheck
+	$(BIN)/pytest
+
+clean-state:
+	$(BIN)/crossfeed down || true
+	rm -rf .state
