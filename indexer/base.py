@@ -37,6 +37,9 @@ class SearchFilter:
     tags: Sequence[str] = ()  # any of these tags
     lang: str | None = None
     exclude_post_ids: Sequence[str] = field(default_factory=tuple)
+    # Only rows embedded by this model version: vectors of different versions live in
+    # different spaces, so mixing them would rank noise. None = any version.
+    model_version: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,79 @@
+"""FastAPI dependencies as ``Annotated`` aliases.
+
+The app's long-lived objects live in one :class:`AppState` on ``app.state``; the
+aliases hand them to routes, so routes never reach into globals and tests swap
+any of them through :func:`crossfeed.api.app.create_app`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import anyio
+from fastapi import Depends, Request
+
+from crossfeed.api.cache import SearchCache
+from crossfeed.encoders.base import Embedder
+from crossfeed.indexer.base import VectorIndex
+from crossfeed.ops.metrics import Metrics
+from crossfeed.ops.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    embedder: Embedder
+    index: VectorIndex
+    cache: SearchCache
+    metrics: Metrics
+    # Concurrent encoder calls; the encoders use several threads each already.
+    encode_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
+    index_ready: bool = False
+    index_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    row_count_at: float = 0.0  # when /metrics last refreshed the row-count gauge
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.crossfeed
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+def get_embedder(state: StateDep) -> Embedder:
+    return state.embedder
+
+
+def get_cache(state: StateDep) -> SearchCache:
+    return state.cache
+
+
+def get_metrics(state: StateDep) -> Metrics:
+    return state.metrics
+
+
+async def get_index(state: StateDep) -> VectorIndex:
+    """The index, made ready (collection created/checked, loaded) on first use.
+
+    Done lazily rather than only at startup so the API comes up while Milvus is
+    still starting, reports it in /readyz, and serves as soon as it answers.
+    """
+    if not state.index_ready:
+        async with state.index_lock:
+            if not state.index_ready:
+                await anyio.to_thread.run_sync(state.index.ensure_ready, state.embedder.dim)
+                state.index_ready = True
+    return state.index
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EncoderDep = Annotated[Embedder, Depends(get_embedder)]
+CacheDep = Annotated[SearchCache, Depends(get_cache)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+IndexDep = Annotated[VectorIndex, Depends(get_index)]

@@ -1,0 +1,82 @@
+"""Exception handlers: every error answers ``{"error": {type, message, retriable, details}}``.
+
+Mapping: :class:`ApiError` subclasses carry their status; other bad input
+(``InvalidInputError``: bad filters, undecodable images) is 422; a retriable
+engine failure is 503 with ``Retry-After``; anything else is a 500 whose message
+is generic (the details go to the log, not to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from crossfeed.api.exceptions import ApiError
+from crossfeed.exceptions import CrossfeedError, InvalidInputError
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 2
+
+
+def _body(
+    kind: str, message: str, *, retriable: bool = False, details: Any = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": kind, "message": message, "retriable": retriable}
+    if details:
+        error["details"] = jsonable_encoder(details)
+    return {"error": error}
+
+
+async def _crossfeed_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CrossfeedError)
+    kind = type(exc).__name__
+    if isinstance(exc, ApiError):
+        return JSONResponse(
+            _body(kind, exc.message, details=exc.details), status_code=exc.status_code
+        )
+    if isinstance(exc, InvalidInputError):
+        return JSONResponse(_body(kind, exc.message), status_code=422)
+    if exc.retriable:
+        log.warning("%s %s: engine unavailable: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            _body(kind, "a backend is unavailable; retry shortly", retriable=True),
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    log.error("%s %s failed: %s", request.method, request.url.path, exc)
+    return JSONResponse(_body(kind, "internal error"), status_code=500)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(
+        _body("HTTPError", str(exc.detail)),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(
+        _body("BadRequestError", "invalid request", details=exc.errors()), status_code=422
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("%s %s crashed", request.method, request.url.path)
+    return JSONResponse(_body("InternalError", "internal error"), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(CrossfeedError, _crossfeed_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

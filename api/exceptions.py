@@ -1,0 +1,48 @@
+"""Errors the HTTP layer raises on purpose, each with the status it answers with.
+
+Errors from other packages are mapped in :mod:`crossfeed.api.errors`: bad input
+(``InvalidInputError``) becomes 422, a retriable engine failure 503.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crossfeed.exceptions import CrossfeedError, InvalidInputError
+
+
+class ApiError(CrossfeedError):
+    """Base class; ``status_code`` is the HTTP status of the answer.
+
+    ``details`` carries field-level problems (pydantic's error list) to the client.
+    """
+
+    status_code: int = 500
+
+    def __init__(self, message: str, *, details: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class BadRequestError(ApiError, InvalidInputError):
+    """The request is malformed or violates a documented limit."""
+
+    status_code = 422
+
+
+class NotFoundError(ApiError):
+    status_code = 404
+
+
+class PayloadTooLargeError(ApiError, InvalidInputError):
+    status_code = 413
+
+
+class UnsupportedMediaTypeError(ApiError, InvalidInputError):
+    status_code = 415
+
+
+class ModelVersionConflictError(ApiError):
+    """A post's stored vectors come from another model version than the one serving."""
+
+    status_code = 409

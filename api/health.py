@@ -1,0 +1,124 @@
+"""``/healthz`` (the process answers), ``/readyz`` (its engines answer), ``/metrics``.
+
+Readiness probes each engine concurrently with a short deadline: the Kafka-protocol
+broker by TCP connect to a bootstrap address (the API does not consume, it only
+needs the broker up for the pipeline to be live), Milvus by a server-version RPC,
+Redis by PING. Any failure answers 503 naming the engine(s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from crossfeed.api.deps import AppState, StateDep
+from crossfeed.api.models import CheckResult, ReadyResponse
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+CHECK_TIMEOUT_S = 2.0
+# /metrics refreshes the row-count gauge at most this often (it costs a Milvus query).
+ROW_COUNT_REFRESH_S = 15.0
+
+
+def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
+    """``"h1:9092,[::1]:9093"`` -> ``[("h1", 9092), ("::1", 9093)]``; bad entries skipped."""
+    out: list[tuple[str, int]] = []
+    for entry in bootstrap.split(","):
+        entry = entry.strip()
+        if "://" in entry:
+            entry = entry.split("://", 1)[1]
+        host, sep, port = entry.rpartition(":")
+        if not sep or not port.isdigit():
+            continue
+        host = host.strip("[]")
+        if host and 0 < int(port) < 65536:
+            out.append((host, int(port)))
+    return out
+
+
+async def check_kafka(bootstrap: str, timeout_s: float = CHECK_TIMEOUT_S) -> CheckResult:
+    """Ready when any bootstrap broker accepts a TCP connection within the deadline."""
+    addresses = parse_bootstrap(bootstrap)
+    if not addresses:
+        return CheckResult(ok=False, detail=f"no usable bootstrap address in {bootstrap!r}")
+    errors: list[str] = []
+    for host, port in addresses:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        except (OSError, TimeoutError) as exc:
+            errors.append(f"{host}:{port}: {exc.__class__.__name__} {exc}".strip())
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return CheckResult(ok=True)
+    return CheckResult(ok=False, detail="; ".join(errors))
+
+
+async def _run_check(name: str, check: Callable[[], Awaitable[bool]]) -> CheckResult:
+    try:
+        with anyio.fail_after(CHECK_TIMEOUT_S):
+            ok = await check()
+    except TimeoutError:
+        return CheckResult(ok=False, detail=f"{name} did not answer within {CHECK_TIMEOUT_S}s")
+    except Exception as exc:
+        return CheckResult(ok=False, detail=f"{name} check failed: {exc}")
+    return CheckResult(ok=ok, detail=None if ok else f"{name} did not answer")
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive (no engine is contacted)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
+async def readyz(state: StateDep) -> JSONResponse:
+    """Ready when the broker, Milvus and Redis all answer; 503 names the ones that don't."""
+
+    async def milvus() -> bool:
+        return await anyio.to_thread.run_sync(state.index.ping, abandon_on_cancel=True)
+
+    kafka_task = check_kafka(state.settings.kafka.bootstrap)
+    results = await asyncio.gather(
+        kafka_task, _run_check("milvus", milvus), _run_check("redis", state.cache.ping)
+    )
+    checks = dict(zip(("kafka", "milvus", "redis"), results, strict=True))
+    ok = all(c.ok for c in checks.values())
+    body = ReadyResponse(status="ok" if ok else "unavailable", checks=checks)
+    if not ok:
+        failed = [name for name, c in checks.items() if not c.ok]
+        log.warning("not ready: %s", ", ".join(failed))
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(state: StateDep) -> Response:
+    """Prometheus text exposition of this process' metrics."""
+    await _refresh_row_count(state)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _refresh_row_count(state: AppState) -> None:
+    now = time.monotonic()
+    if not state.index_ready or now - state.row_count_at < ROW_COUNT_REFRESH_S:
+        return
+    state.row_count_at = now
+    try:
+        with anyio.fail_after(CHECK_TIMEOUT_S):
+            rows = await anyio.to_thread.run_sync(state.index.count, abandon_on_cancel=True)
+    except Exception as exc:  # a scrape must not fail because the index is slow
+        log.debug("row count for /metrics failed: %s", exc)
+        return
+    state.metrics.index_rows.set(rows)

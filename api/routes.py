@@ -1,0 +1,179 @@
+"""``POST /v1/search`` and ``GET /v1/posts/{id}``.
+
+One search path takes two body types, dispatched on Content-Type:
+
+* ``application/json``: :class:`~crossfeed.api.models.SearchRequest`, a text or a post id;
+* ``multipart/form-data``: an image in ``file``, optional ``filters`` (JSON of
+  :class:`~crossfeed.api.models.SearchFilters`) and ``top_k`` fields.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Path, Request
+from pydantic import ValidationError
+
+from crossfeed.api.deps import (
+    CacheDep,
+    EncoderDep,
+    IndexDep,
+    MetricsDep,
+    SettingsDep,
+    StateDep,
+)
+from crossfeed.api.exceptions import BadRequestError, NotFoundError, UnsupportedMediaTypeError
+from crossfeed.api.models import (
+    ErrorResponse,
+    PostItem,
+    PostResponse,
+    SearchFilters,
+    SearchRequest,
+    SearchResponse,
+)
+from crossfeed.api.search import Query, SearchContext, run_search
+from crossfeed.api.upload import read_json, read_upload_form
+from crossfeed.streams.schema import MAX_ID_CHARS, MAX_TEXT_CHARS
+
+router = APIRouter(prefix="/v1")
+
+# A JSON search body: the text (4 bytes per character at worst) plus filters.
+MAX_JSON_BYTES = 4 * MAX_TEXT_CHARS + 64 * 1024
+
+_SEARCH_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/SearchRequest"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "filters": {
+                            "type": "string",
+                            "description": "JSON object, see SearchFilters",
+                        },
+                        "top_k": {"type": "integer", "minimum": 1},
+                    },
+                }
+            },
+        },
+    }
+}
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (404, 409, 413, 415, 422, 503)
+}
+
+
+def _validation_error(exc: ValidationError, what: str) -> BadRequestError:
+    return BadRequestError(
+        f"invalid {what}", details=exc.errors(include_url=False, include_context=False)
+    )
+
+
+def _check_top_k(top_k: int, max_top_k: int) -> None:
+    if not 1 <= top_k <= max_top_k:
+        raise BadRequestError(f"top_k must be between 1 and {max_top_k}, got {top_k}")
+
+
+async def _parse_search(request: Request, max_upload_bytes: int) -> Query:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        payload = await read_json(request, MAX_JSON_BYTES)
+        try:
+            body = SearchRequest.model_validate(payload)
+        except ValidationError as exc:
+            raise _validation_error(exc, "search request") from exc
+        if body.text is not None:
+            return Query.for_text(body.text, body.top_k, body.filters)
+        return Query(kind="post", top_k=body.top_k, filters=body.filters, post_id=body.post_id)
+    if content_type == "multipart/form-data":
+        data, fields = await read_upload_form(
+            request, max_file_bytes=max_upload_bytes, allowed_fields=frozenset({"filters", "top_k"})
+        )
+        try:
+            filters = SearchFilters.model_validate_json(fields.get("filters") or "{}")
+        except ValidationError as exc:
+            raise _validation_error(exc, "filters") from exc
+        try:
+            top_k = int(fields.get("top_k") or 10)
+        except ValueError as exc:
+            raise BadRequestError("top_k must be an integer") from exc
+        return Query(kind="image", top_k=top_k, filters=filters, image=data)
+    raise UnsupportedMediaTypeError(
+        "send application/json ({'text': ...} or {'post_id': ...}) "
+        "or multipart/form-data with an image in 'file'"
+    )
+
+
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    responses=_ERRORS,
+    openapi_extra=_SEARCH_BODY_DOC,
+)
+async def search(
+    request: Request,
+    state: StateDep,
+    settings: SettingsDep,
+    embedder: EncoderDep,
+    index: IndexDep,
+    cache: CacheDep,
+    metrics: MetricsDep,
+) -> SearchResponse:
+    """Nearest posts to a text, an uploaded image, or an indexed post.
+
+    Results are deduplicated per post: each post appears once, represented by its
+    best-scoring item, and posts are ordered by that score. A post-id query uses
+    the post's stored text vector (else its first media vector) and never returns
+    the post itself. ``cached`` tells whether the answer came from the cache;
+    ``epoch`` and ``model_version`` identify the index state it reflects.
+    """
+    query = await _parse_search(request, settings.api.max_upload_bytes)
+    _check_top_k(query.top_k, settings.api.max_top_k)
+    ctx = SearchContext(
+        embedder=embedder,
+        index=index,
+        cache=cache,
+        metrics=metrics,
+        encode_limiter=state.encode_limiter,
+        max_upload_bytes=settings.api.max_upload_bytes,
+        max_image_pixels=settings.encoder.max_image_pixels,
+    )
+    return await run_search(ctx, query)
+
+
+@router.get("/posts/{post_id:path}", response_model=PostResponse, responses=_ERRORS)
+async def get_post(
+    index: IndexDep,
+    post_id: str = Path(min_length=1, max_length=MAX_ID_CHARS),
+) -> PostResponse:
+    """A post's stored fields (no vectors); 404 when the index does not hold it."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in post_id):
+        raise BadRequestError("post id contains control characters")
+    rows = await anyio.to_thread.run_sync(index.get_post, post_id)
+    if not rows:
+        raise NotFoundError(f"post {post_id!r} is not in the index")
+    main = next((r for r in rows if r.modality == "text"), rows[0])
+    return PostResponse(
+        id=post_id,
+        author=main.author,
+        text=main.text,
+        tags=list(main.tags),
+        lang=main.lang or None,
+        created_at=datetime.fromtimestamp(main.created_at_ms / 1000, tz=UTC),
+        items=[
+            PostItem(
+                item=r.item,
+                modality=r.modality,
+                media_ref=r.media_ref or None,
+                model_version=r.model_version,
+            )
+            for r in rows
+        ],
+    )

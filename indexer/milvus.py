@@ -1,0 +1,373 @@
+"""The Milvus-backed :class:`VectorIndex` (pymilvus ``MilvusClient``).
+
+One collection holds every item vector of every post (schema in
+:mod:`crossfeed.indexer.schema`), under an HNSW index with the COSINE metric, so a
+hit's score is the cosine similarity whatever small drift the unit vectors have.
+
+Connections: the client is created lazily and owns its gRPC channel (``dedicated``),
+so closing it really closes it. Any connection-class failure drops the client; the
+next call reconnects and, as after every (re)connect, makes sure the collection
+exists and is loaded before it searches. Every RPC gets ``timeout_s``: pymilvus
+would otherwise retry an unreachable server for minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import grpc
+from pymilvus import DataType, MilvusClient, MilvusException
+
+from crossfeed.indexer.base import Hit, IndexRow, SearchFilter, VectorIndex
+from crossfeed.indexer.exceptions import (
+    IndexNotReadyError,
+    IndexOperationError,
+    IndexSchemaError,
+    IndexUnavailableError,
+    VectorIndexError,
+)
+from crossfeed.indexer.filters import build_expression, post_expression
+from crossfeed.indexer.schema import (
+    AUTHOR_MAX_BYTES,
+    ID_MAX_BYTES,
+    LANG_MAX_BYTES,
+    MAX_TAGS,
+    MEDIA_REF_MAX_BYTES,
+    MODALITY_MAX_BYTES,
+    MODEL_VERSION_MAX_BYTES,
+    SCALAR_FIELDS,
+    TAG_MAX_BYTES,
+    TEXT_MAX_BYTES,
+    VECTOR_FIELD,
+    check_vector,
+    entity_to_row,
+    prepare_row,
+    row_to_entity,
+)
+from crossfeed.ops.settings import MilvusSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+METRIC = "COSINE"
+# Milvus caps topk (and HNSW ef) at 16384.
+MAX_TOP_K = 16_384
+# Rows per upsert RPC: 500 rows of 384 floats plus 8 KiB text stay far below gRPC's
+# 64 MiB message cap while amortising the round trip.
+UPSERT_CHUNK = 500
+# Statuses after which the same call may succeed: engine down, slow, or throttling.
+_RETRIABLE_GRPC = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.CANCELLED,
+}
+_CONNECT_FAILED = 2  # pymilvus Status.CONNECT_FAILED; also Milvus' "service unavailable"
+_RATE_LIMIT = 8
+_NOT_LOADED = 101  # Milvus ErrCollectionNotLoaded
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Whether a pymilvus/gRPC failure is about reachability rather than the request."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, grpc.RpcError):
+        return exc.code() in _RETRIABLE_GRPC  # type: ignore[attr-defined]
+    if isinstance(exc, MilvusException):
+        code = exc.code
+        if isinstance(code, grpc.StatusCode):
+            return code in _RETRIABLE_GRPC
+        if code in (_CONNECT_FAILED, _RATE_LIMIT):
+            return True
+        text = str(exc.message).lower()
+        return "retry timeout" in text or "unavailable" in text or "fail connecting" in text
+    return False
+
+
+def _not_loaded(exc: BaseException) -> bool:
+    return isinstance(exc, MilvusException) and (
+        exc.code == _NOT_LOADED or "not loaded" in str(exc.message).lower()
+    )
+
+
+class MilvusIndex(VectorIndex):
+    """A :class:`VectorIndex` over one Milvus collection.
+
+    ``consistency_level`` applies to searches and post look-ups: "Bounded" (Milvus'
+    default, a few seconds of staleness) suits the API; tests that read their own
+    writes at once use "Strong". ``count`` is always strong.
+    """
+
+    def __init__(
+        self,
+        settings: MilvusSettings,
+        *,
+        timeout_s: float = 10.0,
+        consistency_level: str = "Bounded",
+    ) -> None:
+        self._settings = settings
+        self._collection = settings.collection
+        self._timeout = timeout_s
+        self._consistency = consistency_level
+        self._client: MilvusClient | None = None
+        self._dim: int | None = None
+        self._loaded = False
+        self._lock = threading.RLock()
+
+    @property
+    def collection(self) -> str:
+        return self._collection
+
+    # ------------------------------------------------------------------ connection
+
+    def _connect(self) -> MilvusClient:
+        token = self._settings.token.get_secret_value() if self._settings.token else ""
+        try:
+            return MilvusClient(
+                uri=self._settings.uri, token=token, timeout=self._timeout, dedicated=True
+            )
+        except Exception as exc:
+            raise self._translate(exc, "connect") from exc
+
+    def _drop_client(self) -> None:
+        with self._lock:
+            client, self._client, self._loaded = self._client, None, False
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing a broken channel may fail; nothing to do about it
+                log.debug("closing the Milvus client failed", exc_info=True)
+
+    def _translate(self, exc: BaseException, action: str) -> VectorIndexError:
+        if isinstance(exc, VectorIndexError):
+            return exc
+        where = f"Milvus {action} ({self._settings.uri}, collection {self._collection})"
+        if is_retriable(exc):
+            return IndexUnavailableError(f"{where} failed: {exc}")
+        return IndexOperationError(f"{where} was rejected: {exc}")
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Map failures to index errors; forget the client when the connection failed."""
+        try:
+            yield
+        except VectorIndexError:
+            raise
+        except Exception as exc:
+            err = self._translate(exc, action)
+            if err.retriable:
+                self._drop_client()
+            raise err from exc
+
+    def _ready_client(self) -> MilvusClient:
+        """A connected client whose collection exists and is loaded."""
+        with self._lock:
+            if self._dim is None:
+                raise IndexNotReadyError("call ensure_ready(dim) before using the index")
+            if self._client is None or not self._loaded:
+                self._prepare(self._dim)
+            assert self._client is not None
+            return self._client
+
+    def _call(self, action: str, fn: Callable[[MilvusClient], T]) -> T:
+        """Run ``fn`` on a ready client; reload once when Milvus says "not loaded"."""
+        with self._errors(action):
+            client = self._ready_client()
+            try:
+                return fn(client)
+            except MilvusException as exc:
+                if not _not_loaded(exc):
+                    raise
+                log.info("collection %s was not loaded; loading it", self._collection)
+                with self._lock:
+                    self._loaded = False
+                return fn(self._ready_client())
+
+    # ------------------------------------------------------------------ schema
+
+    def _schema(self, dim: int) -> Any:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("row_id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX_BYTES)
+        schema.add_field("post_id", DataType.VARCHAR, max_length=ID_MAX_BYTES)
+        schema.add_field("item", DataType.INT64)
+        schema.add_field("modality", DataType.VARCHAR, max_length=MODALITY_MAX_BYTES)
+        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("created_at", DataType.INT64)
+        schema.add_field("author", DataType.VARCHAR, max_length=AUTHOR_MAX_BYTES)
+        schema.add_field(
+            "tags",
+            DataType.ARRAY,
+            element_type=DataType.VARCHAR,
+            max_capacity=MAX_TAGS,
+            max_length=TAG_MAX_BYTES,
+        )
+        schema.add_field("lang", DataType.VARCHAR, max_length=LANG_MAX_BYTES)
+        schema.add_field("model_version", DataType.VARCHAR, max_length=MODEL_VERSION_MAX_BYTES)
+        schema.add_field("media_ref", DataType.VARCHAR, max_length=MEDIA_REF_MAX_BYTES)
+        schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES)
+        return schema
+
+    def _index_params(self) -> Any:
+        params = MilvusClient.prepare_index_params()
+        params.add_index(
+            field_name=VECTOR_FIELD,
+            index_type="HNSW",
+            index_name="vector_hnsw",
+            metric_type=METRIC,
+            params={
+                "M": self._settings.hnsw_m,
+                "efConstruction": self._settings.hnsw_ef_construction,
+            },
+        )
+        return params
+
+    def _check_existing(self, client: MilvusClient, dim: int) -> None:
+        info = client.describe_collection(self._collection, timeout=self._timeout)
+        fields = {f["name"]: f for f in info.get("fields", [])}
+        missing = [n for n in (*SCALAR_FIELDS, VECTOR_FIELD) if n not in fields]
+        if missing:
+            raise IndexSchemaError(
+                f"collection {self._collection!r} exists but lacks fields {missing}; "
+                "use another collection name or drop it"
+            )
+        existing_dim = int(fields[VECTOR_FIELD].get("params", {}).get("dim", -1))
+        if existing_dim != dim:
+            raise IndexSchemaError(
+                f"collection {self._collection!r} stores {existing_dim}-dimensional vectors "
+                f"but the encoder produces {dim}; use another collection name "
+                "(CROSSFEED_COLLECTION) or re-index into a fresh one"
+            )
+        if not client.list_indexes(
+            self._collection, field_name=VECTOR_FIELD, timeout=self._timeout
+        ):
+            log.info("collection %s has no vector index; creating HNSW", self._collection)
+            client.create_index(self._collection, self._index_params(), timeout=self._timeout)
+
+    def _prepare(self, dim: int) -> None:
+        """Connect if needed, create or check the collection, load it. Caller holds the lock."""
+        if self._client is None:
+            self._client = self._connect()
+            self._loaded = False
+        client = self._client
+        if client.has_collection(self._collection, timeout=self._timeout):
+            self._check_existing(client, dim)
+        else:
+            log.info("creating Milvus collection %s (dim %d)", self._collection, dim)
+            client.create_collection(
+                self._collection,
+                schema=self._schema(dim),
+                index_params=self._index_params(),
+                timeout=self._timeout,
+            )
+        client.load_collection(self._collection, timeout=self._timeout)
+        self._loaded = True
+
+    # ------------------------------------------------------------------ VectorIndex
+
+    def ensure_ready(self, dim: int) -> None:
+        if dim <= 0:
+            raise IndexSchemaError(f"dimension must be positive, got {dim}")
+        with self._errors("setup"), self._lock:
+            self._prepare(dim)
+            self._dim = dim
+
+    def upsert(self, rows: Sequence[IndexRow]) -> int:
+        if self._dim is None:
+            raise IndexNotReadyError("call ensure_ready(dim) before using the index")
+        dim = self._dim
+        entities = [row_to_entity(prepare_row(r, dim)) for r in rows]  # validate all first
+        written = 0
+        for start in range(0, len(entities), UPSERT_CHUNK):
+            chunk = entities[start : start + UPSERT_CHUNK]
+
+            def send(client: MilvusClient, chunk: list[dict[str, object]] = chunk) -> int:
+                res = client.upsert(self._collection, chunk, timeout=self._timeout)
+                return int(res.get("upsert_count", len(chunk)))
+
+            written += self._call("upsert", send)
+        return written
+
+    def search(self, vector: Sequence[float], top_k: int, flt: SearchFilter) -> list[Hit]:
+        if self._dim is None:
+            raise IndexNotReadyError("call ensure_ready(dim) before using the index")
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise IndexOperationError(f"top_k must be in 1..{MAX_TOP_K}, got {top_k}")
+        query = check_vector(vector, self._dim, "query vector")
+        expr = build_expression(flt)  # validates; raises InvalidFilterError
+        params = {"metric_type": METRIC, "params": {"ef": max(self._settings.hnsw_ef, top_k)}}
+        result = self._call(
+            "search",
+            lambda c: c.search(
+                self._collection,
+                data=[query],
+                filter=expr,
+                limit=top_k,
+                output_fields=list(SCALAR_FIELDS),
+                search_params=params,
+                timeout=self._timeout,
+                consistency_level=self._consistency,
+            ),
+        )
+        hits = result[0] if result else []
+        return [Hit(row=entity_to_row(h["entity"]), score=float(h["distance"])) for h in hits]
+
+    def get_post(self, post_id: str) -> list[IndexRow]:
+        expr = post_expression(post_id)
+        rows = self._call(
+            "query",
+            lambda c: c.query(
+                self._collection,
+                filter=expr,
+                output_fields=[*SCALAR_FIELDS, VECTOR_FIELD],
+                timeout=self._timeout,
+                consistency_level=self._consistency,
+            ),
+        )
+        return sorted((entity_to_row(r) for r in rows), key=lambda r: r.item)
+
+    def count(self) -> int:
+        rows = self._call(
+            "count",
+            lambda c: c.query(
+                self._collection,
+                filter="",
+                output_fields=["count(*)"],
+                timeout=self._timeout,
+                consistency_level="Strong",
+            ),
+        )
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def ping(self) -> bool:
+        """True when the server answers a cheap RPC (does not need ``ensure_ready``)."""
+        try:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._connect()
+                    self._loaded = False
+                client = self._client
+            client.get_server_version(timeout=min(self._timeout, 3.0))
+        except Exception:
+            log.debug("Milvus ping failed", exc_info=True)
+            self._drop_client()
+            return False
+        return True
+
+    def drop(self) -> None:
+        """Drop the collection (tests and re-indexing); the index needs ensure_ready again."""
+        with self._errors("drop"), self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            if self._client.has_collection(self._collection, timeout=self._timeout):
+                self._client.drop_collection(self._collection, timeout=self._timeout)
+            self._loaded = False
+            self._dim = None
+
+    def close(self) -> None:
+        self._drop_client()

@@ -1,0 +1,137 @@
+"""Filter validation, expression building (escaping) and the in-memory semantics."""
+
+from __future__ import annotations
+
+import pytest
+
+from crossfeed.indexer.base import IndexRow, SearchFilter
+from crossfeed.indexer.exceptions import InvalidFilterError
+from crossfeed.indexer.filters import (
+    build_expression,
+    matches,
+    post_expression,
+    quote,
+    validate_filter,
+)
+from crossfeed.indexer.schema import TAG_MAX_BYTES, truncate_utf8
+
+
+def _unquote(literal: str) -> str:
+    """Reference decoder of a double-quoted literal with \\\\ and \\" escapes."""
+    assert literal[0] == literal[-1] == '"'
+    out, i, body = [], 0, literal[1:-1]
+    while i < len(body):
+        c = body[i]
+        if c == "\\":
+            out.append(body[i + 1])
+            i += 2
+            continue
+        assert c != '"', "an unescaped quote would end the literal early"
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["plain", 'a"b', "back\\slash", '\\"', 'x"] or true or tags["', "ünïcödé 🎉", "it's"],
+)
+def test_quote_round_trips_hostile_strings(value: str) -> None:
+    literal = quote(value)
+    assert _unquote(literal) == value
+
+
+def test_quote_refuses_control_characters() -> None:
+    with pytest.raises(InvalidFilterError):
+        quote("line\nbreak")
+
+
+def test_empty_filter_is_empty_expression() -> None:
+    assert build_expression(SearchFilter()) == ""
+
+
+def test_expression_has_every_clause() -> None:
+    expr = build_expression(
+        SearchFilter(
+            modalities=("image", "text"),
+            since_ms=1000,
+            until_ms=2000,
+            tags=("cat", 'q"t'),
+            lang="en",
+            exclude_post_ids=("p1",),
+            model_version="v1",
+        )
+    )
+    assert expr == (
+        '(modality in ["image", "text"]) and (created_at >= 1000) and (created_at < 2000)'
+        ' and (array_contains_any(tags, ["cat", "q\\"t"])) and (lang == "en")'
+        ' and (model_version == "v1") and (post_id not in ["p1"])'
+    )
+
+
+@pytest.mark.parametrize(
+    "flt",
+    [
+        SearchFilter(modalities=("audio",)),
+        SearchFilter(since_ms=5, until_ms=5),
+        SearchFilter(since_ms=True),  # type: ignore[arg-type]
+        SearchFilter(since_ms="5"),  # type: ignore[arg-type]
+        SearchFilter(tags=("",)),
+        SearchFilter(tags=("a\x00b",)),
+        SearchFilter(tags=tuple(f"t{i}" for i in range(65))),
+        SearchFilter(lang="x" * 65),
+        SearchFilter(exclude_post_ids=("\ud800",)),  # lone surrogate: not encodable
+        SearchFilter(model_version=""),
+    ],
+)
+def test_invalid_filters_are_refused(flt: SearchFilter) -> None:
+    with pytest.raises(InvalidFilterError):
+        validate_filter(flt)
+
+
+def test_long_tags_are_cut_like_stored_tags() -> None:
+    tag = "é" * 300  # 600 bytes
+    flt = validate_filter(SearchFilter(tags=(tag,)))
+    assert flt.tags == (truncate_utf8(tag, TAG_MAX_BYTES),)
+    assert len(flt.tags[0].encode()) <= TAG_MAX_BYTES
+
+
+def test_post_expression_escapes() -> None:
+    assert post_expression('a"b') == 'post_id == "a\\"b"'
+
+
+def _row(**kw: object) -> IndexRow:
+    base: dict[str, object] = dict(
+        row_id="p:text:0",
+        post_id="p",
+        item=0,
+        modality="text",
+        vector=[1.0, 0.0],
+        created_at_ms=1500,
+        author="a",
+        text="t",
+        tags=("cat", "dog"),
+        lang="en",
+        model_version="v1",
+        media_ref="",
+    )
+    base.update(kw)
+    return IndexRow(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        (SearchFilter(), True),
+        (SearchFilter(modalities=("image",)), False),
+        (SearchFilter(since_ms=1500), True),  # inclusive
+        (SearchFilter(until_ms=1500), False),  # exclusive
+        (SearchFilter(tags=("bird", "dog")), True),  # any of
+        (SearchFilter(tags=("bird",)), False),
+        (SearchFilter(lang="fr"), False),
+        (SearchFilter(model_version="v2"), False),
+        (SearchFilter(exclude_post_ids=("p",)), False),
+    ],
+)
+def test_matches(flt: SearchFilter, expected: bool) -> None:
+    assert matches(_row(), validate_filter(flt)) is expected
