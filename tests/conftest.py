@@ -1,0 +1,63 @@
+"""Fixtures shared by all tests.
+
+``engines`` (session scope) makes the three engines reachable at the URLs the
+environment configures: whatever is not already running is started with
+:func:`crossfeed.ops.engines.up`, pidfiles under ``<repo>/.state/test``, and only
+that is stopped at the end. If an engine cannot be started the requesting tests
+*error*: integration tests never skip silently. Only integration tests request it,
+so unit tests never start anything.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from crossfeed.ops.settings import Settings, StateSettings
+
+if TYPE_CHECKING:
+    from crossfeed.ops.engines import EngineStatus
+
+TEST_STATE_DIR = Path(__file__).resolve().parents[1] / ".state" / "test"
+_NAME_PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+
+
+def make_name(prefix: str) -> str:
+    """``<prefix>_<10 hex>``: valid as a Kafka topic, a consumer group, a Milvus
+    collection and a Redis key prefix, and unique across test runs."""
+    if not _NAME_PREFIX.match(prefix):
+        raise ValueError(f"name prefix {prefix!r}: letters, digits, '_' (max 41)")
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings() -> Settings:
+    """Fresh settings from the environment (tests may mutate their copy)."""
+    return Settings()
+
+
+@pytest.fixture
+def unique_name() -> Callable[[str], str]:
+    """``unique_name("infra")`` -> ``"infra_1a2b3c4d5e"`` (see :func:`make_name`)."""
+    return make_name
+
+
+@pytest.fixture(scope="session")
+def engines() -> Iterator[list[EngineStatus]]:
+    """Kafka-protocol broker, Milvus and Redis, ready; yields their EngineStatus list."""
+    from crossfeed.ops.engines import down, up
+
+    s = Settings()
+    s.state = StateSettings(state_dir=TEST_STATE_DIR)
+    statuses = up(s)
+    try:
+        yield statuses
+    finally:
+        ours = [st.name for st in statuses if st.action == "started"]
+        if ours:
+            down(s, ours)
