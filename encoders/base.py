@@ -31,3 +31,10 @@ class Embedder(ABC):
     @abstractmethod
     def embed_videos(self, videos: Sequence[Sequence[Image.Image]]) -> np.ndarray:
         """(n,) lists of decoded frames -> (n, dim) unit vectors (frames pooled)."""
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise unit vectors as float32, as every Embedder returns (a zero row stays zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
