@@ -22,26 +22,42 @@ class Metrics:
         r = self.registry
         # streams
         self.posts_in = Counter("crossfeed_posts_in", "Posts read, by stage", ["stage"], registry=r)
-        self.posts_out = Counter("crossfeed_posts_out", "Posts written, by stage", ["stage"], registry=r)
+        self.posts_out = Counter(
+            "crossfeed_posts_out", "Posts written, by stage", ["stage"], registry=r
+        )
         self.deadletters = Counter(
             "crossfeed_deadletters", "Messages sent to the dead-letter topic", ["stage"], registry=r
         )
-        self.duplicates = Counter("crossfeed_duplicates", "Reposts detected by content hash", registry=r)
-        self.embedded = Counter("crossfeed_embedded", "Items embedded, by modality", ["modality"], registry=r)
+        self.duplicates = Counter(
+            "crossfeed_duplicates", "Reposts detected by content hash", registry=r
+        )
+        self.embedded = Counter(
+            "crossfeed_embedded", "Items embedded, by modality", ["modality"], registry=r
+        )
         self.embed_batch_seconds = Histogram(
-            "crossfeed_embed_batch_seconds", "Embedding time per micro-batch", ["modality"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "crossfeed_embed_batch_seconds",
+            "Embedding time per micro-batch",
+            ["modality"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.indexed = Counter("crossfeed_indexed_rows", "Rows upserted into the index", registry=r)
         self.index_batch_seconds = Histogram(
-            "crossfeed_index_batch_seconds", "Upsert time per batch", buckets=_LATENCY_BUCKETS, registry=r
+            "crossfeed_index_batch_seconds",
+            "Upsert time per batch",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         # api
         self.requests = Counter(
             "crossfeed_http_requests", "HTTP requests", ["route", "status"], registry=r
         )
         self.search_seconds = Histogram(
-            "crossfeed_search_seconds", "Search latency", ["cached"], buckets=_LATENCY_BUCKETS, registry=r
+            "crossfeed_search_seconds",
+            "Search latency",
+            ["cached"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.cache_hits = Counter("crossfeed_cache_hits", "Search cache hits", registry=r)
         self.cache_misses = Counter("crossfeed_cache_misses", "Search cache misses", registry=r)

@@ -91,6 +91,9 @@ class StreamSettings(_Base):
     # Media fetched by URL: only these schemes, this timeout.
     allowed_url_schemes: tuple[str, ...] = ("http", "https")
     fetch_timeout_s: float = Field(default=5.0, alias="CROSSFEED_FETCH_TIMEOUT")
+    # Media URLs resolving to private/loopback addresses are refused unless this is set
+    # (server-side request forgery guard).
+    allow_private_urls: bool = Field(default=False, alias="CROSSFEED_ALLOW_PRIVATE_URLS")
     # Local media paths must live under one of these roots (empty = no local paths).
     media_roots: list[Path] = Field(default_factory=list, alias="CROSSFEED_MEDIA_ROOTS")
     # How long a content hash is remembered for repost detection.

@@ -1,0 +1,273 @@
+"""The faust application: three agents wired to crossfeed's topics.
+
+``posts.raw -> normalize -> posts.clean -> embed -> posts.vectors -> index -> vector index``,
+with failures of any stage on ``posts.deadletter``. All topics carry JSON with
+the post id as key; values are read as raw bytes so malformed JSON reaches the
+normalize stage (and the dead-letter topic) instead of crashing faust's decoder.
+
+Acknowledgement (why ``noack``): faust acks an event when the ``async for``
+iteration that produced it ends, and ``stream.take()`` acks a buffered batch in
+a ``finally`` block, which also runs when the generator is closed because the
+agent is cancelled or crashed mid-batch: the batch would then be committed
+although it was never processed. Every agent here therefore iterates without
+automatic acks and calls ``stream.ack(event)`` only after the stage returned,
+i.e. after its outputs were handed to the producer (faust flushes the producer
+before committing offsets) and, for the index stage, after the index accepted
+the upsert.
+
+Workers never run faust's web server (``web_enabled=False``; on faust's own
+command line that is ``--without-web``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import faust
+
+from crossfeed.encoders.base import Embedder
+from crossfeed.exceptions import ConfigError
+from crossfeed.indexer.base import VectorIndex
+from crossfeed.ops.metrics import Metrics
+from crossfeed.ops.settings import Settings
+from crossfeed.streams.dedupe import DedupeStore, RedisDedupeStore
+from crossfeed.streams.embed import EmbedStage
+from crossfeed.streams.indexing import EpochBumper, IndexStage
+from crossfeed.streams.media import DecodeLimits, MediaFetcher, MediaPolicy
+from crossfeed.streams.stages import MAX_MESSAGE_BYTES, NormalizeStage, Publisher
+
+log = logging.getLogger(__name__)
+
+STAGES: tuple[str, ...] = ("normalize", "embed", "index")
+AGENT_NAMES = {stage: f"crossfeed.{stage}" for stage in STAGES}
+
+
+def check_stages(stages: Sequence[str]) -> tuple[str, ...]:
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown or not stages:
+        raise ConfigError(
+            f"stages must be a non-empty subset of {list(STAGES)}, got {list(stages)}"
+        )
+    return tuple(s for s in STAGES if s in stages)
+
+
+@dataclass
+class Pipeline:
+    """The stage objects of one worker; the agents call them, the worker closes them."""
+
+    metrics: Metrics
+    normalize: NormalizeStage | None = None
+    embed: EmbedStage | None = None
+    index: IndexStage | None = None
+    dedupe: DedupeStore | None = None
+    closers: list[Any] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        for stage in (self.embed, self.index):
+            if stage is not None:
+                stage.close()
+        if self.dedupe is not None:
+            await self.dedupe.close()
+        for close in self.closers:
+            close()
+
+
+class _LazyPublisher:
+    """Publishes to the app's faust topics (bound once they are created)."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, faust.TopicT] = {}
+
+    async def publish(self, topic: str, key: str | None, value: bytes) -> None:
+        # Buffered in the producer; faust flushes it before committing any offset.
+        await self.topics[topic].send(key=key.encode("utf-8") if key else None, value=value)
+
+
+def build_pipeline(
+    settings: Settings,
+    *,
+    stages: Sequence[str] = STAGES,
+    publisher: Publisher,
+    embedder: Embedder | None = None,
+    index: VectorIndex | None = None,
+    dedupe: DedupeStore | None = None,
+    epoch: EpochBumper | None = None,
+    metrics: Metrics | None = None,
+    fetcher: MediaFetcher | None = None,
+    allow_private_hosts: bool | None = None,
+) -> Pipeline:
+    """Stage objects for ``stages``; defaults talk to the configured engines, lazily.
+
+    ``allow_private_hosts`` (media URLs on loopback/private networks) defaults to
+    the ``allow_private_urls`` stream setting.
+    """
+    stages = check_stages(stages)
+    if allow_private_hosts is None:
+        allow_private_hosts = settings.stream.allow_private_urls
+    pipe = Pipeline(metrics=metrics or Metrics())
+    if "normalize" in stages:
+        if dedupe is None:
+            dedupe = RedisDedupeStore(
+                settings.redis.url.get_secret_value(),
+                key_prefix=settings.redis.key_prefix,
+                ttl_s=settings.stream.dedupe_ttl_s,
+            )
+        pipe.dedupe = dedupe
+        pipe.normalize = NormalizeStage(
+            dedupe=dedupe, publisher=publisher, topics=settings.kafka, metrics=pipe.metrics
+        )
+    if "embed" in stages:
+
+        def load() -> Embedder:
+            from crossfeed.encoders.model import load_embedder
+
+            return load_embedder(settings)
+
+        pipe.embed = EmbedStage(
+            embedder=embedder if embedder is not None else load,
+            fetcher=fetcher
+            or MediaFetcher(
+                MediaPolicy.from_settings(settings, allow_private_hosts=allow_private_hosts)
+            ),
+            limits=DecodeLimits.from_settings(settings),
+            publisher=publisher,
+            topics=settings.kafka,
+            metrics=pipe.metrics,
+        )
+    if "index" in stages:
+
+        def open_index() -> VectorIndex:
+            from crossfeed.indexer.milvus import MilvusIndex
+
+            return MilvusIndex(settings.milvus)
+
+        if epoch is None:
+            from crossfeed.indexer.epoch import IndexEpoch
+
+            real_epoch = IndexEpoch.from_settings(settings.redis)
+            pipe.closers.append(real_epoch.close)
+            epoch = real_epoch
+        pipe.index = IndexStage(
+            index=index if index is not None else open_index,
+            epoch=epoch,
+            publisher=publisher,
+            topics=settings.kafka,
+            metrics=pipe.metrics,
+        )
+    return pipe
+
+
+def _manual_acks(stream: faust.StreamT) -> faust.Stream:
+    """The same stream with automatic acks off: the agent acks each event itself."""
+    return cast(faust.Stream, cast(faust.Stream, stream).noack())
+
+
+def _broker_urls(bootstrap: str) -> list[str]:
+    hosts = [h.strip() for h in bootstrap.split(",") if h.strip()]
+    if not hosts:
+        raise ConfigError("KAFKA_BOOTSTRAP is empty")
+    return [h if "://" in h else f"kafka://{h}" for h in hosts]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    stages: Sequence[str] = STAGES,
+    publisher: Publisher | None = None,
+    **pipeline_kwargs: Any,
+) -> faust.App:
+    """A faust app running ``stages``; nothing connects until a worker starts it.
+
+    ``pipeline_kwargs`` (``embedder=``, ``index=``, ``dedupe=``, ``epoch=``,
+    ``metrics=``, ``fetcher=``, ``allow_private_hosts=``) go to
+    :func:`build_pipeline`; the defaults are the real engines from ``settings``.
+    ``publisher`` replaces the faust topics as the stages' output (unit tests
+    with faust's in-memory agent harness). The stage objects are on
+    ``app.crossfeed_pipeline``.
+    """
+    stages = check_stages(stages)
+    kafka = settings.kafka
+    session = float(kafka.session_timeout_s)
+    credentials = None
+    if kafka.sasl_username:
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+        credentials = faust.SASLCredentials(username=kafka.sasl_username, password=password)
+    app = faust.App(
+        settings.stream.app_id,
+        broker=_broker_urls(kafka.bootstrap),
+        broker_credentials=credentials,
+        web_enabled=False,
+        autodiscover=False,
+        store="memory://",
+        datadir=str(settings.state.state_dir / "faust" / settings.stream.app_id),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=kafka.partitions,
+        # Some brokers under-report end offsets: never rely on "latest".
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=session,
+        broker_heartbeat_interval=max(0.5, min(3.0, session / 4)),
+        broker_rebalance_timeout=max(session * 2, 30.0),
+        producer_acks=-1,
+        producer_max_request_size=MAX_MESSAGE_BYTES,
+    )
+    faust_publisher = _LazyPublisher()
+    names = (kafka.topic_raw, kafka.topic_clean, kafka.topic_vectors, kafka.topic_deadletter)
+    topics = {name: app.topic(name, partitions=kafka.partitions) for name in names}
+    faust_publisher.topics.update(topics)
+    pipeline = build_pipeline(
+        settings, stages=stages, publisher=publisher or faust_publisher, **pipeline_kwargs
+    )
+    app.crossfeed_pipeline = pipeline  # type: ignore[attr-defined]
+    batch_size = max(1, settings.stream.batch_size)
+    batch_wait = max(0.01, settings.stream.batch_wait_s)
+
+    @app.task
+    async def declare_topics() -> None:
+        for topic in topics.values():
+            await topic.maybe_declare()
+
+    if "normalize" in stages:
+        normalize_stage = pipeline.normalize
+        assert normalize_stage is not None
+
+        @app.agent(topics[kafka.topic_raw], name=AGENT_NAMES["normalize"])
+        async def normalize(stream: faust.StreamT) -> Any:
+            events = _manual_acks(stream)
+            async for event in events.events():
+                outcome = await normalize_stage.handle(event.value)
+                await events.ack(event)
+                yield outcome
+
+    if "embed" in stages:
+        embed_stage = pipeline.embed
+        assert embed_stage is not None
+
+        @app.agent(topics[kafka.topic_clean], name=AGENT_NAMES["embed"])
+        async def embed(stream: faust.StreamT) -> Any:
+            events = _manual_acks(stream)
+            async for batch in events.noack_take(batch_size, within=batch_wait):
+                report = await embed_stage.handle_batch([e.value for e in batch])
+                for event in batch:
+                    await events.ack(event)
+                log.debug("embed batch: %s", report)
+                yield report
+
+    if "index" in stages:
+        index_stage = pipeline.index
+        assert index_stage is not None
+
+        @app.agent(topics[kafka.topic_vectors], name=AGENT_NAMES["index"])
+        async def index(stream: faust.StreamT) -> Any:
+            events = _manual_acks(stream)
+            async for batch in events.noack_take(batch_size, within=batch_wait):
+                report = await index_stage.handle_batch([e.value for e in batch])
+                for event in batch:
+                    await events.ack(event)
+                log.debug("index batch: %s", report)
+                yield report
+
+    return app

@@ -1,0 +1,85 @@
+"""The seen-content store behind repost detection.
+
+``claim(content_hash, post_id)`` records ``post_id`` as the first post with that
+hash unless one is already recorded, and returns the recorded owner. A post is a
+repost when the owner is another post; reprocessing the same post after a
+restart (at-least-once delivery) gets its own id back, so it never becomes a
+duplicate of itself.
+
+Not a faust Table on purpose: tables recover from a changelog topic, and with
+brokers whose ListOffsets under-reports end offsets that recovery silently
+loses rows. Redis ``SET key id NX EX ttl`` is atomic and survives restarts.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any
+
+from crossfeed.streams.exceptions import DedupeUnavailableError
+
+
+class DedupeStore(ABC):
+    """Remembers the first post id seen for each content hash, for a limited time."""
+
+    @abstractmethod
+    async def claim(self, content_hash: str, post_id: str) -> str:
+        """Record ``post_id`` for ``content_hash`` if unseen; return the recorded id.
+
+        Raises :class:`DedupeUnavailableError` (retriable) when the store is unreachable.
+        """
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class InMemoryDedupeStore(DedupeStore):
+    """Process-local store for unit tests and single-process experiments."""
+
+    def __init__(self, ttl_s: float = 7 * 24 * 3600, clock: Any = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._owners: dict[str, tuple[str, float]] = {}
+
+    async def claim(self, content_hash: str, post_id: str) -> str:
+        now = self._clock()
+        owner = self._owners.get(content_hash)
+        if owner is not None and owner[1] > now:
+            return owner[0]
+        self._owners[content_hash] = (post_id, now + self._ttl_s)
+        return post_id
+
+
+class RedisDedupeStore(DedupeStore):
+    """Redis-backed store: one key per content hash, ``SET NX EX`` so the first writer wins."""
+
+    def __init__(self, url: str, *, key_prefix: str, ttl_s: int, timeout_s: float = 5.0) -> None:
+        import redis.asyncio as aioredis  # local: keeps import of this module cheap
+
+        if ttl_s <= 0:
+            raise ValueError("dedupe ttl must be positive")
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._prefix = f"{key_prefix}:dedupe:"
+        self._ttl_s = ttl_s
+
+    async def claim(self, content_hash: str, post_id: str) -> str:
+        import redis.exceptions
+
+        key = self._prefix + content_hash
+        try:
+            # Two tries: the key can expire between a failed SET NX and the GET.
+            for _ in range(2):
+                if await self._redis.set(key, post_id, nx=True, ex=self._ttl_s):
+                    return post_id
+                owner = await self._redis.get(key)
+                if owner is not None:
+                    return owner.decode("utf-8") if isinstance(owner, bytes) else str(owner)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise DedupeUnavailableError(f"redis unreachable for repost check: {exc}") from exc
+        return post_id
+
+    async def close(self) -> None:
+        await self._redis.aclose()

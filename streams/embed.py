@@ -1,0 +1,257 @@
+"""The *embed* stage: ``posts.clean`` micro-batches -> ``posts.vectors``.
+
+Per post: one text vector (clean text + hashtags; none when both are empty),
+one vector per image, one per video (its sampled frames pooled by the
+embedder). Reposts (``duplicate_of`` set) are skipped: the original's vectors
+already answer queries, and the repost stays on ``posts.clean``. Each record
+carries the post's original text as its display text and the normalised
+hashtags as its tags.
+
+Fetching, decoding and embedding are blocking, so they run in a thread pool:
+the event loop keeps heart-beating to the broker however long a batch takes. A
+post whose media cannot be fetched or decoded is dead-lettered (stage
+"decode") before embedding; if embedding the whole batch fails, each post is
+retried alone so only the offending one is dead-lettered (stage "embed").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pydantic import ValidationError
+
+from crossfeed.encoders.base import Embedder
+from crossfeed.ops.metrics import Metrics
+from crossfeed.ops.settings import KafkaSettings
+from crossfeed.streams.exceptions import MediaError
+from crossfeed.streams.media import (
+    DecodeLimits,
+    MediaFetcher,
+    decode_image_bytes,
+    decode_video_bytes,
+)
+from crossfeed.streams.normalize import embedding_text
+from crossfeed.streams.schema import CleanPost, Modality, VectorRecord
+from crossfeed.streams.stages import DeadLetters, Publisher, describe_validation_error
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedPost:
+    """A post with its media decoded, ready for the embedder."""
+
+    clean: CleanPost
+    raw: bytes
+    text: str  # "" = no text vector
+    images: list[tuple[int, str, Image.Image]] = field(default_factory=list)  # item, ref, image
+    videos: list[tuple[int, str, list[Image.Image]]] = field(default_factory=list)
+
+
+@dataclass
+class EmbedReport:
+    """What one micro-batch did; the agent yields it (tests and logs read it)."""
+
+    posts: int = 0
+    duplicates_skipped: int = 0
+    deadlettered: int = 0
+    vectors: int = 0
+    post_ids: list[str] = field(default_factory=list)
+
+
+class EmbedStage:
+    """Embeds micro-batches of clean posts and publishes one :class:`VectorRecord` per item."""
+
+    def __init__(
+        self,
+        *,
+        embedder: Embedder | Callable[[], Embedder],
+        fetcher: MediaFetcher,
+        limits: DecodeLimits,
+        publisher: Publisher,
+        topics: KafkaSettings,
+        metrics: Metrics,
+        executor: Executor | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._embedder: Embedder | None = embedder if isinstance(embedder, Embedder) else None
+        self._embedder_factory = None if isinstance(embedder, Embedder) else embedder
+        self._fetcher = fetcher
+        self._limits = limits
+        self._publisher = publisher
+        self._topic_vectors = topics.topic_vectors
+        self._dead = DeadLetters(publisher, topics.topic_deadletter, metrics)
+        self._metrics = metrics
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(4, thread_name_prefix="crossfeed-embed")
+        self._clock = clock
+
+    def close(self) -> None:
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._fetcher.close()
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def embedder(self) -> Embedder:
+        """The embedder, loaded on first use (model loading is slow and blocking)."""
+        if self._embedder is None:
+            assert self._embedder_factory is not None
+            self._embedder = await self._run(self._embedder_factory)
+        return self._embedder
+
+    # ------------------------------------------------------------------ batch
+
+    async def handle_batch(self, values: Sequence[bytes | None]) -> EmbedReport:
+        report = EmbedReport(posts=len(values))
+        self._metrics.posts_in.labels(stage="embed").inc(len(values))
+        posts: list[tuple[CleanPost, bytes]] = []
+        for value in values:
+            payload = value or b""
+            try:
+                clean = CleanPost.model_validate_json(payload)
+            except ValidationError as exc:
+                reason = f"invalid clean post: {describe_validation_error(exc)}"
+                await self._dead.send("embed", reason, payload)
+                report.deadlettered += 1
+                continue
+            if clean.duplicate_of is not None:
+                report.duplicates_skipped += 1
+                continue
+            posts.append((clean, payload))
+        if not posts:
+            return report
+
+        results = await asyncio.gather(
+            *(self._run(self._prepare, clean, payload) for clean, payload in posts),
+            return_exceptions=True,
+        )
+        prepared: list[PreparedPost] = []
+        for (clean, payload), result in zip(posts, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result  # cancellation: the batch is replayed after restart
+                await self._dead.send("decode", str(result), payload, clean.post.id)
+                report.deadlettered += 1
+            elif result.text or result.images or result.videos:
+                prepared.append(result)
+        if not prepared:
+            return report
+
+        embedder = await self.embedder()
+        records = await self._embed(embedder, prepared, report)
+        for record in records:
+            await self._publisher.publish(
+                self._topic_vectors, record.post_id, record.model_dump_json().encode()
+            )
+        report.vectors = len(records)
+        report.post_ids = sorted({r.post_id for r in records})
+        self._metrics.posts_out.labels(stage="embed").inc(len(report.post_ids))
+        return report
+
+    def _prepare(self, clean: CleanPost, payload: bytes) -> PreparedPost:
+        """Fetch and decode every media item (blocking; runs in the pool)."""
+        out = PreparedPost(
+            clean=clean, raw=payload, text=embedding_text(clean.clean_text, clean.hashtags)
+        )
+        for number, item in enumerate(clean.post.media, start=1):
+            ref = item.reference()
+            try:
+                data = self._fetcher.fetch(item)
+                if item.kind == "image":
+                    out.images.append((number, ref, decode_image_bytes(data, self._limits)))
+                else:
+                    out.videos.append((number, ref, decode_video_bytes(data, self._limits)))
+            except Exception as exc:  # any failure of one item sinks the post, never the batch
+                raise MediaError(f"media {number} ({item.kind}, {ref}): {exc}") from exc
+        return out
+
+    # ------------------------------------------------------------------ embedding
+
+    async def _embed(
+        self, embedder: Embedder, prepared: list[PreparedPost], report: EmbedReport
+    ) -> list[VectorRecord]:
+        try:
+            return await self._run(self._embed_posts, embedder, prepared)
+        except Exception as exc:
+            if len(prepared) == 1:
+                post = prepared[0]
+                await self._dead.send(
+                    "embed", f"embedding failed: {exc}", post.raw, post.clean.post.id
+                )
+                report.deadlettered += 1
+                return []
+            log.warning(
+                "embedding a batch of %d failed (%s); retrying post by post", len(prepared), exc
+            )
+        records: list[VectorRecord] = []
+        for post in prepared:
+            records.extend(await self._embed(embedder, [post], report))
+        return records
+
+    def _embed_posts(self, embedder: Embedder, prepared: list[PreparedPost]) -> list[VectorRecord]:
+        """One embedder call per modality for the whole batch (blocking; runs in the pool)."""
+        texts = [(p, 0, None, p.text) for p in prepared if p.text]
+        images = [(p, n, ref, img) for p in prepared for n, ref, img in p.images]
+        videos = [(p, n, ref, frames) for p in prepared for n, ref, frames in p.videos]
+        records: list[VectorRecord] = []
+        now = self._clock()
+        jobs: list[tuple[Modality, list[Any], Callable[[Any], np.ndarray]]] = [
+            ("text", texts, embedder.embed_texts),
+            ("image", images, embedder.embed_images),
+            ("video", videos, embedder.embed_videos),
+        ]
+        for modality, items, fn in jobs:
+            if not items:
+                continue
+            started = time.perf_counter()
+            vectors = np.asarray(fn([x[3] for x in items]), dtype=np.float32)
+            self._metrics.embed_batch_seconds.labels(modality=modality).observe(
+                time.perf_counter() - started
+            )
+            if vectors.ndim != 2 or vectors.shape[0] != len(items) or vectors.shape[1] < 1:
+                raise ValueError(f"{modality} embedder returned shape {vectors.shape}")
+            if not np.isfinite(vectors).all():
+                raise ValueError(f"{modality} embedder returned non-finite values")
+            for (post, number, ref, _), vector in zip(items, vectors, strict=True):
+                records.append(
+                    self._record(post.clean, number, modality, ref, vector, embedder, now)
+                )
+            self._metrics.embedded.labels(modality=modality).inc(len(items))
+        return records
+
+    @staticmethod
+    def _record(
+        clean: CleanPost,
+        number: int,
+        modality: Modality,
+        ref: str | None,
+        vector: np.ndarray,
+        embedder: Embedder,
+        now: datetime,
+    ) -> VectorRecord:
+        post = clean.post
+        return VectorRecord(
+            post_id=post.id,
+            item=number,
+            modality=modality,
+            vector=[float(x) for x in vector],
+            model_version=embedder.version,
+            created_at=post.created_at,
+            embedded_at=now,
+            author=post.author,
+            text=post.text,
+            tags=list(clean.hashtags),
+            lang=post.lang,
+            media_ref=ref,
+        )

@@ -1,0 +1,73 @@
+"""The repost store: first claim wins, a post never duplicates itself, keys expire."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+
+from crossfeed.streams.dedupe import DedupeStore, InMemoryDedupeStore, RedisDedupeStore
+from crossfeed.streams.exceptions import DedupeUnavailableError
+
+
+async def _check_contract(store: DedupeStore) -> None:
+    h = uuid.uuid4().hex
+    assert await store.claim(h, "first") == "first"
+    assert await store.claim(h, "second") == "first"
+    assert await store.claim(h, "first") == "first"  # replay after a restart
+    assert await store.claim(uuid.uuid4().hex, "second") == "second"
+
+
+async def test_in_memory_contract() -> None:
+    await _check_contract(InMemoryDedupeStore())
+
+
+async def test_in_memory_expiry() -> None:
+    now = [0.0]
+    store = InMemoryDedupeStore(ttl_s=10, clock=lambda: now[0])
+    assert await store.claim("h", "a") == "a"
+    now[0] = 9.0
+    assert await store.claim("h", "b") == "a"
+    now[0] = 10.5
+    assert await store.claim("h", "b") == "b"
+
+
+def _redis_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.integration
+async def test_redis_contract_and_ttl() -> None:
+    if not _redis_up():
+        pytest.skip("redis is not running on 127.0.0.1:6379")
+    prefix = f"crossfeed-test-streams-{uuid.uuid4().hex[:8]}"
+    store = RedisDedupeStore("redis://127.0.0.1:6379/0", key_prefix=prefix, ttl_s=60)
+    try:
+        await _check_contract(store)
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+        keys = [k async for k in client.scan_iter(f"{prefix}:dedupe:*")]
+        assert len(keys) == 2
+        ttls = [await client.ttl(k) for k in keys]
+        assert all(0 < t <= 60 for t in ttls)
+        await client.delete(*keys)
+        await client.aclose()
+    finally:
+        await store.close()
+
+
+async def test_redis_unreachable_is_retriable() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = RedisDedupeStore(f"redis://127.0.0.1:{port}/0", key_prefix="x", ttl_s=5, timeout_s=1)
+    with pytest.raises(DedupeUnavailableError) as info:
+        await store.claim("h", "p")
+    assert info.value.retriable
+    await store.close()
