@@ -129,7 +129,7 @@ def run_demo(settings: Settings, *, limit: int, seed: int, serve: bool = True) -
     console = Console()
     console.rule("crossfeed demo")
     for st in up(settings):
-        console.print(f"engine: {st}")
+        console.print(f"engine: {st.line()}")
     corpus = _ensure_corpus(settings, limit, seed, console)
     settings.stream.media_roots = corpus.media_roots
     env = corpus_env(corpus.media_roots)

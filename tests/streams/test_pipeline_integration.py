@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -43,32 +42,6 @@ from crossfeed.ops.settings import Settings
 from crossfeed.streams.worker import run_worker
 run_worker(Settings(), embedder=HashingEmbedder(dim={dim}))
 """
-
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def _wait_for_engines(timeout: float = 120.0) -> None:
-    """The engines may still be starting: poll, then skip if they never come up."""
-    host, port = BOOTSTRAP.rsplit(":", 1)
-    needed = {
-        "broker": (host, int(port)),
-        "milvus": ("127.0.0.1", 19530),
-        "redis": ("127.0.0.1", 6379),
-    }
-    deadline = time.monotonic() + timeout
-    while True:
-        down = [name for name, addr in needed.items() if not _reachable(*addr)]
-        if not down:
-            return
-        if time.monotonic() > deadline:
-            pytest.skip(f"engines not reachable: {down}")
-        time.sleep(2)
 
 
 @dataclass
@@ -119,8 +92,7 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    _wait_for_engines()
+def env(tmp_path: Path, engines: object) -> Iterator[Env]:
     from kafka.admin import KafkaAdminClient, NewTopic
 
     suffix = uuid.uuid4().hex[:8]
@@ -308,6 +280,43 @@ def read_deadletters(topic: str, expected: int) -> list[DeadLetter]:
     return [DeadLetter.model_validate_json(v) for v in read_topic(topic, expected)]
 
 
+def assert_searchable_through_api(env: Env, count: int) -> None:
+    """Every post is found by a text query through the API; a repeat is a cache hit."""
+    from fastapi.testclient import TestClient
+
+    from crossfeed.api.app import create_app
+    from crossfeed.encoders.testing import HashingEmbedder
+    from crossfeed.ops.settings import Settings
+
+    os.environ.update({k: v for k, v in env.worker_env.items() if k.startswith("CROSSFEED_")})
+    try:
+        settings = Settings()
+    finally:
+        for k in env.worker_env:
+            if k.startswith("CROSSFEED_"):
+                os.environ.pop(k, None)
+    app = create_app(settings, embedder=HashingEmbedder(dim=DIM))
+    missing = []
+    with TestClient(app) as client:
+        for i in range(count):
+            body = {
+                "text": f"post number {i} about topic {i % 11}",
+                "top_k": 10,
+                "filters": {"modalities": ["text"]},
+            }
+            r = client.post("/v1/search", json=body)
+            assert r.status_code == 200, r.text
+            if f"{env.suffix}-{i}" not in [hit["id"] for hit in r.json()["results"]]:
+                missing.append(i)
+        assert not missing, f"posts not found by their text: {missing[:20]}"
+        first = client.post("/v1/search", json={"text": "topic 3 post", "top_k": 5})
+        again = client.post("/v1/search", json={"text": "topic 3 post", "top_k": 5})
+        assert first.json()["cached"] is False
+        assert again.json()["cached"] is True
+        assert again.json()["results"] == first.json()["results"]
+        assert client.get(f"/v1/posts/{env.suffix}-2").json()["items"][1]["modality"] == "video"
+
+
 # --------------------------------------------------------------------------- tests
 
 
@@ -360,6 +369,7 @@ def test_mixed_stream_reaches_milvus_and_bad_posts_reach_deadletter(env: Env, pn
     time.sleep(2)  # anything late (a repost wrongly embedded) would show up now
     ids = row_ids(env.collection)
     assert sorted(ids) == sorted(stream.expected_rows)
+    assert_searchable_through_api(env, count=320)
     worker.send_signal(signal.SIGTERM)  # a clean stop: exit status 0, promptly
     assert worker.wait(timeout=60) == 0, env.worker_logs()
 
