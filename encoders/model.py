@@ -9,6 +9,7 @@ under ``torch.inference_mode()`` on CUDA when present, else on the CPU.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -53,6 +54,20 @@ def resolve_device(setting: str) -> str:
     raise ConfigError(f"CROSSFEED_DEVICE must be auto, cpu, cuda or cuda:N, not {setting!r}")
 
 
+def apply_cpu_threads(setting: int) -> int:
+    """Set torch's intra-op threads: ``setting`` > 0 as given, 0 = half the cores.
+
+    Measured on a 2-core machine shared with Milvus and the API: EfficientNet-Lite0
+    took 330 ms/image with 2 threads and 74 ms with 1 (OpenMP threads spin against
+    the other processes), so the default leaves the other half of the cores alone.
+    """
+    import torch
+
+    threads = setting if setting > 0 else max(1, (os.cpu_count() or 2) // 2)
+    torch.set_num_threads(threads)
+    return threads
+
+
 class SharedSpaceEmbedder(Embedder):
     """Texts, images and videos into one space, via towers + a head version.
 
@@ -84,6 +99,8 @@ class SharedSpaceEmbedder(Embedder):
             with self._lock:
                 if self._device is None:
                     self._device = resolve_device(self.settings.device)
+                    if self._device == "cpu":
+                        apply_cpu_threads(self.settings.cpu_threads)
         return self._device
 
     @property

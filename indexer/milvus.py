@@ -332,6 +332,9 @@ class MilvusIndex(VectorIndex):
         return sorted((entity_to_row(r) for r in rows), key=lambda r: r.item)
 
     def count(self) -> int:
+        """Rows stored; 0 before the collection exists. Needs no ``ensure_ready``."""
+        if self._dim is None and not self._attach():
+            return 0
         rows = self._call(
             "count",
             lambda c: c.query(
@@ -343,6 +346,23 @@ class MilvusIndex(VectorIndex):
             ),
         )
         return int(rows[0]["count(*)"]) if rows else 0
+
+    def _attach(self) -> bool:
+        """Adopt an existing collection's dimension (for observers that embed nothing)."""
+        with self._errors("describe"), self._lock:
+            if self._client is None:
+                self._client = self._connect()
+                self._loaded = False
+            if not self._client.has_collection(self._collection, timeout=self._timeout):
+                return False
+            info = self._client.describe_collection(self._collection, timeout=self._timeout)
+            fields = {f["name"]: f for f in info.get("fields", [])}
+            dim = int(fields.get(VECTOR_FIELD, {}).get("params", {}).get("dim", 0))
+            if dim <= 0:
+                raise IndexSchemaError(f"collection {self._collection!r} has no vector field")
+            self._prepare(dim)
+            self._dim = dim
+            return True
 
     def ping(self) -> bool:
         """True when the server answers a cheap RPC (does not need ``ensure_ready``)."""

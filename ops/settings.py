@@ -67,6 +67,8 @@ class ApiSettings(_Base):
 class EncoderSettings(_Base):
     # "auto" = CUDA when present, else CPU.
     device: str = Field(default="auto", alias="CROSSFEED_DEVICE")
+    # torch intra-op threads on CPU; 0 = half the cores (see encoders.model.apply_cpu_threads).
+    cpu_threads: int = Field(default=0, ge=0, alias="CROSSFEED_CPU_THREADS")
     # A sentence-transformers name or path; empty = the offline all-MiniLM-L6-v2 package.
     text_model: str = Field(default="", alias="CROSSFEED_TEXT_MODEL")
     # A checkpoint path; empty = the offline EfficientNet-Lite0 package.

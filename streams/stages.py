@@ -219,7 +219,7 @@ class NormalizeStage:
         self._metrics.posts_out.labels(stage="normalize").inc()
         if duplicate_of is not None:
             self._metrics.duplicates.inc()
-            log.info("post %s is a repost of %s; forwarded, not embedded", post.id, duplicate_of)
+            log.debug("post %s is a repost of %s; forwarded, not embedded", post.id, duplicate_of)
             return "duplicate"
         return "clean"
 
