@@ -59,8 +59,8 @@ def _ensure_head(settings: Settings, corpus, console: Console) -> str:  # type: 
 
     versions = list_versions(settings.models_dir)
     if versions:
-        console.print(f"model: using head version {versions[-1]} from {settings.models_dir}")
-        return str(versions[-1])
+        console.print(f"model: using head version {versions[0].version} from {settings.models_dir}")
+        return versions[0].version
     train, _test = split_posts(corpus.posts, test_fraction=0.2, seed=0)
     train_path = corpus.out_dir / "train.jsonl"
     write_posts(train, train_path)
