@@ -78,7 +78,11 @@ def create_app(
         owned_index: VectorIndex | None = None
         owned_cache: SearchCache | None = None
         try:
-            emb = embedder or await anyio.to_thread.run_sync(_build_embedder, settings)
+            emb: Embedder = (
+                embedder
+                if embedder is not None
+                else await anyio.to_thread.run_sync(_build_embedder, settings)
+            )
             idx = index or _build_index(settings)
             owned_index = None if index is not None else idx
             store = cache or RedisSearchCache.from_settings(settings.redis)
