@@ -26,8 +26,6 @@ from crossfeed.ops.produce import (
 from crossfeed.ops.settings import KafkaSettings
 from crossfeed.streams.schema import Post
 
-BROKER = "127.0.0.1:9092"
-
 
 def _post(i: int, text: str = "hello") -> Post:
     return Post(
@@ -41,7 +39,7 @@ def _post(i: int, text: str = "hello") -> Post:
 
 
 def _settings(**kw: Any) -> KafkaSettings:
-    return KafkaSettings(KAFKA_BOOTSTRAP=BROKER, **kw)
+    return KafkaSettings(**kw)  # KAFKA_BOOTSTRAP from the environment, as the engines use
 
 
 # --------------------------------------------------------------------------- unit
@@ -60,7 +58,7 @@ def test_encode_keys_by_post_id() -> None:
 
 
 def test_client_kwargs_never_send_passwords_in_clear() -> None:
-    assert client_kwargs(_settings()) == {"bootstrap_servers": [BROKER]}
+    assert client_kwargs(_settings()) == {"bootstrap_servers": [_settings().bootstrap]}
     both = client_kwargs(_settings(KAFKA_SASL_USERNAME="svc", KAFKA_SASL_PASSWORD="secret"))
     assert both["security_protocol"] == "SASL_SSL"
     assert both["sasl_plain_password"] == "secret"
@@ -183,22 +181,14 @@ def test_unreachable_broker_is_a_retriable_error() -> None:
 # --------------------------------------------------------------------------- integration
 
 
-def _broker_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 9092), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def _consume(topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
+def _consume(broker: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
     """Read a topic from the start, by partition assignment (a group join is slow on the
     dev broker) and ``auto_offset_reset=earliest``; end offsets are not used because the
     dev broker under-reports them."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
-        bootstrap_servers=[BROKER],
+        bootstrap_servers=[broker],
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -217,7 +207,7 @@ def _consume(topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not _broker_up(), reason="no Kafka-protocol broker at 127.0.0.1:9092")
+@pytest.mark.usefixtures("engines")
 def test_produce_corpus_and_read_it_back(tmp_path: Path) -> None:
     from crossfeed.ops.corpus import build_corpus
 
@@ -228,7 +218,7 @@ def test_produce_corpus_and_read_it_back(tmp_path: Path) -> None:
     topic = f"test.corpus.{uuid.uuid4().hex[:10]}"
     settings = _settings(CROSSFEED_PARTITIONS=2)
     assert produce(posts, settings, topic, progress=False) == 50
-    records = _consume(topic, 50)
+    records = _consume(settings.bootstrap, topic, 50)
     assert len(records) == 50
     by_id = {p.id: p for p in posts}
     got = {}
@@ -241,7 +231,7 @@ def test_produce_corpus_and_read_it_back(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not _broker_up(), reason="no Kafka-protocol broker at 127.0.0.1:9092")
+@pytest.mark.usefixtures("engines")
 def test_ensure_topics_creates_once_and_tolerates_existing() -> None:
     from kafka import KafkaAdminClient
 
@@ -249,7 +239,7 @@ def test_ensure_topics_creates_once_and_tolerates_existing() -> None:
     settings = _settings(CROSSFEED_PARTITIONS=3)
     assert ensure_topics(settings, [topic]) == [topic]
     assert ensure_topics(settings, [topic]) == []
-    admin = KafkaAdminClient(bootstrap_servers=[BROKER])
+    admin = KafkaAdminClient(bootstrap_servers=[settings.bootstrap])
     try:
         (desc,) = admin.describe_topics([topic])
     finally:

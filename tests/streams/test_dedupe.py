@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from crossfeed.ops.settings import RedisSettings
 from crossfeed.streams.dedupe import DedupeStore, InMemoryDedupeStore, RedisDedupeStore
 from crossfeed.streams.exceptions import DedupeUnavailableError
 
@@ -33,25 +34,17 @@ async def test_in_memory_expiry() -> None:
     assert await store.claim("h", "b") == "b"
 
 
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.mark.integration
+@pytest.mark.usefixtures("engines")
 async def test_redis_contract_and_ttl() -> None:
-    if not _redis_up():
-        pytest.skip("redis is not running on 127.0.0.1:6379")
+    url = RedisSettings().url.get_secret_value()
     prefix = f"crossfeed-test-streams-{uuid.uuid4().hex[:8]}"
-    store = RedisDedupeStore("redis://127.0.0.1:6379/0", key_prefix=prefix, ttl_s=60)
+    store = RedisDedupeStore(url, key_prefix=prefix, ttl_s=60)
     try:
         await _check_contract(store)
         import redis.asyncio as aioredis
 
-        client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+        client = aioredis.Redis.from_url(url)
         keys = [k async for k in client.scan_iter(f"{prefix}:dedupe:*")]
         assert len(keys) == 2
         ttls = [await client.ttl(k) for k in keys]

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from crossfeed.indexer.milvus import MilvusIndex
-from crossfeed.ops.settings import MilvusSettings
+from crossfeed.ops.settings import MilvusSettings, RedisSettings
 from crossfeed.streams.schema import DeadLetter
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -121,7 +121,7 @@ def env(tmp_path: Path, engines: object) -> Iterator[Env]:
         admin.close()
         import redis
 
-        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        client = redis.Redis.from_url(RedisSettings().url.get_secret_value())
         keys = list(client.scan_iter(f"crossfeed-streams-{suffix}:*"))
         if keys:
             client.delete(*keys)
@@ -194,7 +194,7 @@ def row_ids(collection: str) -> list[str]:
     """Every row id in the collection (strongly consistent), duplicates included."""
     from pymilvus import MilvusClient
 
-    client = MilvusClient(uri="http://127.0.0.1:19530")
+    client = MilvusClient(uri=MilvusSettings().uri)
     try:
         if not client.has_collection(collection):
             return []
@@ -219,7 +219,7 @@ def count_rows(collection: str) -> int:
     from pymilvus import MilvusClient, MilvusException
     from pymilvus.client.types import LoadState
 
-    client = MilvusClient(uri="http://127.0.0.1:19530")
+    client = MilvusClient(uri=MilvusSettings().uri)
     try:
         if not client.has_collection(collection):
             return -1

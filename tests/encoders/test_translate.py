@@ -1,0 +1,104 @@
+"""Tag voting over neighbours, and suggestions straight from an index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crossfeed.encoders.translate import (
+    Neighbour,
+    VoteConfig,
+    neighbours_from_hits,
+    precision_at_k,
+    suggest_tags_for_vector,
+    vote_tags,
+)
+from crossfeed.exceptions import InvalidInputError
+from crossfeed.indexer.base import Hit, IndexRow
+from crossfeed.indexer.memory import InMemoryIndex
+
+
+def _row(post: str, item: int, vector: list[float], tags: tuple[str, ...], version: str = "v"):
+    return IndexRow(
+        row_id=f"{post}:{'text' if item == 0 else 'image'}:{item}",
+        post_id=post,
+        item=item,
+        modality="text" if item == 0 else "image",
+        vector=vector,
+        created_at_ms=0,
+        author="a",
+        text="",
+        tags=tags,
+        lang="en",
+        model_version=version,
+        media_ref="",
+    )
+
+
+def test_close_neighbours_outvote_many_far_ones() -> None:
+    near = [Neighbour("a", 0.95, ("cat",)), Neighbour("b", 0.94, ("cat", "pets"))]
+    far = [Neighbour(f"f{i}", 0.60, ("dog",)) for i in range(10)]
+    out = vote_tags(near + far, config=VoteConfig(temperature=0.05), top_k=3)
+    assert [s.tag for s in out] == ["cat", "pets", "dog"]
+    assert out[0].support == 2 and 0.9 < out[0].score <= 1.0
+    # With a flat weighting the ten far neighbours win instead.
+    flat = vote_tags(near + far, config=VoteConfig(temperature=100.0), top_k=1)
+    assert flat[0].tag == "dog"
+
+
+def test_untagged_neighbours_abstain_and_filters_apply() -> None:
+    hits = [Neighbour("a", 0.9, ()), Neighbour("b", 0.8, ("cat", "tbt", "typo"))]
+    out = vote_tags(hits, allowed={"cat", "tbt"}, exclude={"tbt"})
+    assert [(s.tag, s.score) for s in out] == [("cat", pytest.approx(1.0))]
+
+
+def test_posterior_mix_and_posterior_alone() -> None:
+    hits = [Neighbour("a", 0.9, ("cat",))]
+    cfg = VoteConfig(posterior_mix=0.5)
+    out = vote_tags(hits, config=cfg, posterior={"cat": 0.2, "kitten": 0.9})
+    assert [s.tag for s in out] == ["cat", "kitten"]
+    assert out[0].score == pytest.approx(0.6) and out[1].score == pytest.approx(0.45)
+    alone = vote_tags([], config=VoteConfig(posterior_mix=0.0), posterior={"kitten": 0.9})
+    assert [(s.tag, s.score) for s in alone] == [("kitten", pytest.approx(0.9))]
+    assert vote_tags([]) == []
+
+
+def test_hits_are_merged_per_post_at_their_best_score() -> None:
+    hits = [
+        Hit(_row("p1", 1, [], ("cat",)), 0.5),
+        Hit(_row("p2", 0, [], ("dog",)), 0.7),
+        Hit(_row("p1", 0, [], ("pets",)), 0.9),
+    ]
+    out = neighbours_from_hits(hits, limit=5)
+    assert [(n.post_id, n.score) for n in out] == [("p1", 0.9), ("p2", 0.7)]
+    assert set(out[0].tags) == {"cat", "pets"}
+    assert len(neighbours_from_hits(hits, limit=1)) == 1
+
+
+def test_suggest_from_an_index_uses_only_the_serving_version() -> None:
+    index = InMemoryIndex()
+    index.ensure_ready(2)
+    index.upsert(
+        [
+            _row("cat1", 1, [1.0, 0.0], ("cat",)),
+            _row("cat2", 1, [0.98, 0.2], ("cat", "pets")),
+            _row("dog1", 1, [0.0, 1.0], ("dog",)),
+            _row("old", 1, [1.0, 0.0], ("stale",), version="old"),
+        ]
+    )
+    query = (np.array([1.0, 0.05]) / np.linalg.norm([1.0, 0.05])).tolist()
+    out, neighbours = suggest_tags_for_vector(
+        index, query, model_version="v", config=VoteConfig(neighbours=3), top_k=2
+    )
+    assert [s.tag for s in out] == ["cat", "pets"]
+    assert "old" not in {n.post_id for n in neighbours}
+    out, _ = suggest_tags_for_vector(index, query, model_version="v", exclude_post_ids=["cat1"])
+    assert out[0].tag in {"cat", "pets"} and all(s.tag != "stale" for s in out)
+
+
+def test_precision_at_k_skips_items_without_truth() -> None:
+    assert precision_at_k([["a", "b"], ["x"], ["c"]], [{"a"}, set(), {"z"}], k=2) == 0.25
+    with pytest.raises(InvalidInputError):
+        precision_at_k([["a"]], [], k=5)
+    with pytest.raises(InvalidInputError):
+        VoteConfig(neighbours=0)
