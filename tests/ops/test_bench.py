@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from crossfeed.ops.bench_all import combine, headline
+from crossfeed.ops.bench_corpus import expected_rows
 from crossfeed.ops.bench_engines import MILVUS_PORT_RANGE, engine_settings, pick_milvus_port
 from crossfeed.ops.bench_ingest import FreshnessTracker, split_phases
 from crossfeed.ops.bench_live import BenchNames, bench_settings, worker_env
@@ -280,6 +281,19 @@ def test_split_phases() -> None:
     assert [p.id for p in phases["video"]] == ["p9-v"]
     for p in phases["image"] + phases["video"]:
         assert p.text == "" and p.tags == [] and len(p.media) == 1
+
+
+def test_split_phases_leaves_out_what_the_pipeline_drops() -> None:
+    posts = [_post(i, "image") for i in range(4)]
+    posts.append(_post(4, None, text="post number 3"))  # same text and tags as p3: a repost
+    posts.append(
+        _post(5, None, text="@someone https://example.com").model_copy(update={"tags": []})
+    )
+    held, phases = split_phases(posts, holdout=1)
+    assert [p.id for p in held] == ["p0"]
+    assert [p.id for p in phases["text"]] == ["p1-t", "p2-t", "p3-t"]
+    assert [p.id for p in phases["image"]] == ["p1-i", "p2-i", "p3-i"]
+    assert [expected_rows(p) for p in held] == [2]
 
 
 def test_freshness_tracker() -> None:
