@@ -242,32 +242,24 @@ def create_app(
                 await events.ack(event)
                 yield outcome
 
+    def batched_agent(stage_name: str, topic_name: str, stage: Any) -> None:
+        """An agent that hands micro-batches to ``stage`` and acks only after it returned."""
+
+        @app.agent(topics[topic_name], name=AGENT_NAMES[stage_name])
+        async def run(stream: faust.StreamT) -> Any:
+            events = _manual_acks(stream)
+            async for batch in events.noack_take(batch_size, within=batch_wait):
+                report = await stage.handle_batch([e.value for e in batch])
+                for event in batch:
+                    await events.ack(event)
+                log.debug("%s batch: %s", stage_name, report)
+                yield report
+
     if "embed" in stages:
-        embed_stage = pipeline.embed
-        assert embed_stage is not None
-
-        @app.agent(topics[kafka.topic_clean], name=AGENT_NAMES["embed"])
-        async def embed(stream: faust.StreamT) -> Any:
-            events = _manual_acks(stream)
-            async for batch in events.noack_take(batch_size, within=batch_wait):
-                report = await embed_stage.handle_batch([e.value for e in batch])
-                for event in batch:
-                    await events.ack(event)
-                log.debug("embed batch: %s", report)
-                yield report
-
+        assert pipeline.embed is not None
+        batched_agent("embed", kafka.topic_clean, pipeline.embed)
     if "index" in stages:
-        index_stage = pipeline.index
-        assert index_stage is not None
-
-        @app.agent(topics[kafka.topic_vectors], name=AGENT_NAMES["index"])
-        async def index(stream: faust.StreamT) -> Any:
-            events = _manual_acks(stream)
-            async for batch in events.noack_take(batch_size, within=batch_wait):
-                report = await index_stage.handle_batch([e.value for e in batch])
-                for event in batch:
-                    await events.ack(event)
-                log.debug("index batch: %s", report)
-                yield report
+        assert pipeline.index is not None
+        batched_agent("index", kafka.topic_vectors, pipeline.index)
 
     return app
