@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from PIL import Image
 
 from crossfeed import __version__
-from crossfeed.api import health, routes
+from crossfeed.api import health, routes, suggest
 from crossfeed.api.cache import RedisSearchCache, SearchCache
 from crossfeed.api.deps import AppState
 from crossfeed.api.errors import install_error_handlers
@@ -111,6 +111,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(routes.router)
+    app.include_router(suggest.router)
     app.include_router(health.router)
     app.middleware("http")(_count_requests)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

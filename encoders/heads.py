@@ -33,8 +33,8 @@ from crossfeed.encoders.exceptions import HeadVersionError
 
 log = logging.getLogger(__name__)
 
-HeadKind = Literal["identity", "linear", "mlp"]
-HEAD_KINDS: tuple[str, ...] = ("identity", "linear", "mlp")
+HeadKind = Literal["identity", "linear", "mlp", "tag_posterior"]
+HEAD_KINDS: tuple[str, ...] = ("identity", "linear", "mlp", "tag_posterior")
 MODALITY_HEADS: dict[str, str] = {"text": "text", "image": "image", "video": "image"}
 FALLBACK_VERSION = "untrained-v0"
 FALLBACK_SEED = 20_240_601
@@ -56,7 +56,9 @@ def validate_version(version: str) -> str:
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """Shape of one head: ``identity`` (in = out), ``linear``, or ``mlp`` (one hidden layer)."""
+    """Shape of one head: ``identity`` (in = out), ``linear``, ``mlp`` (one hidden layer), or
+    ``tag_posterior`` (linear, or one hidden layer when ``hidden`` is set, then a sigmoid:
+    ``out_dim`` tag probabilities, see :class:`TagPosteriorNet`)."""
 
     kind: str
     in_dim: int
@@ -93,6 +95,45 @@ class HeadSpec:
             raise HeadVersionError(f"malformed head spec {dict(data)!r}: {exc}") from exc
 
 
+class TagPosteriorNet(nn.Module):
+    """Tag logits -> probabilities, centred, each block unit-normalised and weighted.
+
+    The output dims are tags (and optionally tag topics), in blocks: ``block[j]``
+    says which block dim ``j`` belongs to and ``weight[j]`` that block's weight,
+    so the cosine of two outputs is the weighted sum of per-block cosines.
+    Subtracting ``center`` (the mean training posterior) first removes what
+    every item shares (the frequent tags), which would otherwise make a few
+    items hubs near every query. All three are buffers saved with the weights;
+    the defaults (one block, weight 1, centre 0) give plain posteriors.
+    :meth:`posterior` returns the probabilities themselves.
+    """
+
+    def __init__(self, spec: HeadSpec) -> None:
+        super().__init__()
+        self.logits: nn.Module
+        if spec.hidden is None:
+            self.logits = nn.Linear(spec.in_dim, spec.out_dim)
+        else:
+            self.logits = nn.Sequential(
+                nn.Linear(spec.in_dim, spec.hidden), nn.GELU(), nn.Linear(spec.hidden, spec.out_dim)
+            )
+        self.register_buffer("center", torch.zeros(spec.out_dim))
+        self.register_buffer("block", torch.zeros(spec.out_dim, dtype=torch.long))
+        self.register_buffer("weight", torch.ones(spec.out_dim))
+
+    def posterior(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.from_logits(self.logits(x))
+
+    def from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        z = torch.sigmoid(logits) - self.center  # (n, out)
+        squares = torch.zeros_like(z).index_add_(1, self.block, z * z)  # (n, out): per block
+        norms = squares.sqrt().clamp_min(1e-12).index_select(1, self.block)
+        return z / norms * self.weight.sqrt()
+
+
 class ProjectionHead(nn.Module):
     """Maps one tower's features into the shared space (normalisation happens after)."""
 
@@ -104,6 +145,8 @@ class ProjectionHead(nn.Module):
             self.net = nn.Identity()
         elif spec.kind == "linear":
             self.net = nn.Linear(spec.in_dim, spec.out_dim)
+        elif spec.kind == "tag_posterior":
+            self.net = TagPosteriorNet(spec)
         else:
             assert spec.hidden is not None
             self.net = nn.Sequential(
