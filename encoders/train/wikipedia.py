@@ -257,7 +257,14 @@ def _heads_method(objective: str) -> Method:
         from crossfeed.encoders.train.losses import ObjectiveConfig
 
         # Single-label benchmark: softmax cross-entropy is the matching supervised loss.
-        base = ObjectiveConfig(supervised_mode="softmax", **HEAD_OBJECTIVES[objective])
+        weights = HEAD_OBJECTIVES[objective]
+        base = ObjectiveConfig(
+            infonce=weights["infonce"],
+            supervised=weights["supervised"],
+            pairwise=weights["pairwise"],
+            rank=weights["rank"],
+            supervised_mode="softmax",
+        )
         # Hardest-negative ranking (VSE++) can stall on small, noisy data; when the
         # rank term is on, the sum variant is also trained and the validation
         # carve-out (inside the training split) picks one.
