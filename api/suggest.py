@@ -231,6 +231,8 @@ async def suggest_tags(
             model_version=embedder.version,
             config=config,
             posterior=posterior,
+            # With a tag head, suggest only its vocabulary (a neighbour's typo never wins).
+            allowed=frozenset(posterior) if posterior else None,
             exclude_post_ids=exclude,
             top_k=top_k,
         )

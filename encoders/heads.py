@@ -108,6 +108,10 @@ class TagPosteriorNet(nn.Module):
     :meth:`posterior` returns the probabilities themselves.
     """
 
+    center: torch.Tensor
+    block: torch.Tensor
+    weight: torch.Tensor
+
     def __init__(self, spec: HeadSpec) -> None:
         super().__init__()
         self.logits: nn.Module

@@ -106,6 +106,7 @@ class TagVocab:
         self.counts: list[int] = []
         self.n_docs = 0
         self.topics: list[int] | None = None  # topic of each tag, see fit_topics()
+        self.topic_names: list[str] = []  # the root tag naming each topic
         self._index: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -186,25 +187,45 @@ class TagVocab:
     def n_topics(self) -> int:
         return 0 if self.topics is None else max(self.topics) + 1
 
-    def fit_topics(self, y: np.ndarray, n_topics: int, seed: int = 0) -> TagVocab:
-        """Group the tags into ``n_topics`` topics by how they co-occur on posts.
+    def fit_topics(self, y: np.ndarray, threshold: float = 0.3) -> TagVocab:
+        """Group tags into topics: the roots of a subsumption hierarchy of the tags.
 
-        ``y`` is the ``(n, V)`` training matrix of :meth:`transform`. Each tag is
-        described by the distribution of the tags it appears with (a row of the
-        co-occurrence matrix, normalised); tags with similar company (``arrow``,
-        ``star``, ``shapes``) share a topic. Spherical k-means on the
-        square-rooted rows (Hellinger geometry, right for distributions), seeded
-        k-means++ start, so the same data and seed give the same topics.
+        ``y`` is the ``(n, V)`` training matrix of :meth:`transform`. Tag ``t``
+        *subsumes* tag ``s`` when ``t`` is more frequent and appears on at least
+        ``threshold`` of the posts that carry ``s`` (Sanderson & Croft, SIGIR
+        1999, the classic way to derive a concept hierarchy from co-occurrence);
+        each tag's parent is its strongest subsumer, and its topic is the root
+        reached by following parents (``#arrow`` -> ``#shapes``). Roots are
+        the broad tags users add on top of specific ones, which is what a topic
+        query means. Tags nobody subsumes (``#tbt``) are their own root.
+        Deterministic: ties go to the more frequent, then earlier, tag.
         """
         self._require_fitted()
         y = np.asarray(y, dtype=np.float64)
         if y.ndim != 2 or y.shape[1] != len(self.tags):
             raise TrainingError(f"need an (n, {len(self.tags)}) tag matrix, got {y.shape}")
-        if not 2 <= n_topics <= len(self.tags):
-            raise TrainingError(f"n_topics must be in 2..{len(self.tags)}, got {n_topics}")
+        if not 0.0 < threshold <= 1.0:
+            raise TrainingError(f"subsumption threshold must be in (0, 1], got {threshold}")
         co = y.T @ y  # (V, V); the diagonal is each tag's own count
-        rows = co / np.maximum(co.sum(axis=1, keepdims=True), 1e-12)
-        self.topics = spherical_kmeans(np.sqrt(rows), n_topics, seed).tolist()
+        df = np.diag(co).copy()
+        cond = co / np.maximum(df[:, None], 1.0)  # cond[s, t] = P(t | s)
+        n_tags = len(self.tags)
+        parent = np.full(n_tags, -1)
+        for s in range(n_tags):
+            # Only more frequent tags (equal counts cannot subsume each other).
+            cand = np.flatnonzero((df > df[s]) & (cond[s] >= threshold))
+            if cand.size:
+                parent[s] = int(cand[np.argmax(cond[s, cand])])
+        root = np.arange(n_tags)
+        for s in range(n_tags):
+            r = s
+            while parent[r] >= 0:  # parents are strictly more frequent: no cycles
+                r = parent[r]
+            root[s] = r
+        ids = sorted(set(root.tolist()))  # roots in vocabulary (frequency) order
+        index = {r: i for i, r in enumerate(ids)}
+        self.topics = [index[int(r)] for r in root]
+        self.topic_names = [self.tags[r] for r in ids]
         return self
 
     def topic_targets(self, y: np.ndarray) -> np.ndarray:
@@ -236,6 +257,7 @@ class TagVocab:
             "tags": self.tags,
             "counts": self.counts,
             "topics": self.topics,
+            "topic_names": self.topic_names,
         }
 
     @classmethod
@@ -257,6 +279,7 @@ class TagVocab:
             raise HeadVersionError(f"malformed tag vocabulary: {exc}") from exc
         vocab.tags, vocab.counts, vocab.n_docs = tags, counts, int(data.get("n_docs", 0))
         vocab.topics = topics
+        vocab.topic_names = [str(t) for t in data.get("topic_names") or ()]
         vocab._index = {t: i for i, t in enumerate(tags)}
         return vocab
 
@@ -278,50 +301,6 @@ class TagVocab:
         if not isinstance(data, dict):
             raise HeadVersionError(f"tag vocabulary {path} is not a JSON object")
         return cls.from_json(data)
-
-
-def spherical_kmeans(x: np.ndarray, k: int, seed: int = 0, iterations: int = 100) -> np.ndarray:
-    """Cluster unit-normalised rows of ``x`` into ``k`` groups by cosine; returns labels.
-
-    k-means++ seeding (distance 1 - cosine) from a seeded generator, then
-    Lloyd iterations until assignments stop changing. An emptied cluster is
-    re-seeded with the row farthest from its centre, so exactly ``k`` are used.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    x = x / np.maximum(norms, 1e-12)
-    n = len(x)
-    if not 1 <= k <= n:
-        raise TrainingError(f"cannot make {k} clusters of {n} rows")
-    rng = np.random.default_rng(seed)
-    centres = [x[rng.integers(n)]]
-    for _ in range(1, k):
-        dist = np.clip(1.0 - np.max(x @ np.array(centres).T, axis=1), 0.0, None)
-        total = dist.sum()
-        pick = rng.choice(n, p=dist / total) if total > 0 else rng.integers(n)
-        centres.append(x[pick])
-    c = np.array(centres)
-    labels = np.full(n, -1)
-    for _ in range(iterations):
-        sims = x @ c.T  # (n, k)
-        new = np.argmax(sims, axis=1)
-        for j in range(k):
-            if not (new == j).any():  # re-seed an empty cluster with the worst-fitting row
-                worst = int(np.argmin(sims[np.arange(n), new]))
-                new[worst] = j
-        if np.array_equal(new, labels):
-            break
-        labels = new
-        for j in range(k):
-            mean = x[labels == j].sum(axis=0)
-            c[j] = mean / max(float(np.linalg.norm(mean)), 1e-12)
-    # Number topics by size (largest first, ties by first tag) so ids are stable.
-    sizes = np.bincount(labels, minlength=k)
-    first = np.array([np.flatnonzero(labels == j)[0] for j in range(k)])
-    order = sorted(range(k), key=lambda j: (-sizes[j], first[j]))
-    remap = np.empty(k, dtype=np.int64)
-    remap[order] = np.arange(k)
-    return remap[labels]
 
 
 def save_vocab_for_version(models_dir: Path, version: str, vocab: TagVocab) -> Path:

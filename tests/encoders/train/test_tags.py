@@ -101,3 +101,35 @@ def test_post_tags_merge_text_and_field_like_the_stream() -> None:
     assert post_tags(post) == ["shapes", "arrow", "star step"]
     text = post_text(post)
     assert "shapes" in text and "star step" in text and "#" not in text
+
+
+def test_topics_are_roots_of_the_subsumption_hierarchy() -> None:
+    posts = (
+        [["arrow", "shapes"]] * 3
+        + [["arrow"]]
+        + [["star", "shapes"]] * 3
+        + [["shapes"]] * 2
+        + [["cat", "animals"]] * 3
+        + [["animals"]] * 2
+        + [["tbt", "cat"], ["tbt", "star"], ["tbt"]]
+    )
+    vocab = TagVocab(TagVocabConfig(min_count=1, max_df=1.0)).fit(posts)
+    y = vocab.transform(posts)
+    vocab.fit_topics(y, threshold=0.5)
+    assert vocab.topics is not None
+
+    def topic(tag: str) -> str:
+        return vocab.topic_names[vocab.topics[vocab.tags.index(tag)]]
+
+    assert topic("arrow") == topic("star") == topic("shapes") == "shapes"
+    assert topic("cat") == "animals"
+    assert topic("tbt") == "tbt"  # co-occurs with everything a little: nobody's child
+    z = vocab.topic_targets(y)
+    assert z.shape == (len(posts), vocab.n_topics) == (len(posts), 3)
+    assert z[0].tolist() == [1.0, 0.0, 0.0]  # arrow + shapes: the shapes topic only
+    # A strict threshold leaves every tag its own topic.
+    assert vocab.fit_topics(y, threshold=1.0).n_topics == len(vocab)
+    again = TagVocab.from_json(vocab.fit_topics(y, 0.5).to_json())
+    assert again.topics == vocab.topics and again.topic_names == vocab.topic_names
+    with pytest.raises(TrainingError):
+        vocab.fit_topics(y, threshold=0.0)
