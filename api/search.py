@@ -113,8 +113,11 @@ def collect_hits(
     return best
 
 
-def query_row_for_post(rows: Sequence[IndexRow], post_id: str, model_version: str) -> IndexRow:
-    """The stored row whose vector stands for a post: its text, else its first media item.
+def query_row_for_post(
+    rows: Sequence[IndexRow], post_id: str, model_version: str, *, prefer_media: bool = False
+) -> IndexRow:
+    """The stored row whose vector stands for a post: its text, else its first media item
+    (its first media item, else its text, with ``prefer_media``).
 
     Only rows from the serving model version qualify: another version's vectors
     live in another space and would rank noise.
@@ -128,8 +131,8 @@ def query_row_for_post(rows: Sequence[IndexRow], post_id: str, model_version: st
             f"post {post_id!r} was indexed with model version(s) {versions}; "
             f"the API serves {model_version!r}"
         )
-    texts = [r for r in usable if r.modality == "text"]
-    return min(texts or usable, key=lambda r: r.item)
+    preferred = [r for r in usable if (r.modality != "text") == prefer_media]
+    return min(preferred or usable, key=lambda r: r.item)
 
 
 def _to_result(hit: Hit) -> SearchResult:

@@ -162,13 +162,7 @@ def _embed_upload(
 
 def _post_vector(index: VectorIndex, post_id: str, version: str) -> np.ndarray:
     """The post's first media vector of the serving version, else its text vector."""
-    rows = index.get_post(post_id)
-    usable = [
-        r for r in rows if r.model_version == version and r.modality != "text" and len(r.vector) > 0
-    ]
-    if usable:
-        return np.asarray(min(usable, key=lambda r: r.item).vector, dtype=np.float32)
-    row = query_row_for_post(rows, post_id, version)  # no media: its text (or a clear error)
+    row = query_row_for_post(index.get_post(post_id), post_id, version, prefer_media=True)
     return np.asarray(row.vector, dtype=np.float32)
 
 

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pydantic import ValidationError
 
 from crossfeed.encoders.base import Embedder
 from crossfeed.ops.metrics import Metrics
@@ -41,7 +40,7 @@ from crossfeed.streams.media import (
 )
 from crossfeed.streams.normalize import embedding_text
 from crossfeed.streams.schema import CleanPost, Modality, VectorRecord
-from crossfeed.streams.stages import DeadLetters, Publisher, describe_validation_error
+from crossfeed.streams.stages import DeadLetters, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +117,8 @@ class EmbedStage:
         posts: list[tuple[CleanPost, bytes]] = []
         for value in values:
             payload = value or b""
-            try:
-                clean = CleanPost.model_validate_json(payload)
-            except ValidationError as exc:
-                reason = f"invalid clean post: {describe_validation_error(exc)}"
-                await self._dead.send("embed", reason, payload)
+            clean = await self._dead.parse(CleanPost, payload, "embed", "clean post")
+            if clean is None:
                 report.deadlettered += 1
                 continue
             if clean.duplicate_of is not None:

@@ -20,8 +20,6 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
 from crossfeed.indexer.base import IndexRow, VectorIndex
 from crossfeed.ops.metrics import Metrics
 from crossfeed.ops.settings import KafkaSettings
@@ -29,7 +27,6 @@ from crossfeed.streams.schema import VectorRecord
 from crossfeed.streams.stages import (
     DeadLetters,
     Publisher,
-    describe_validation_error,
     retry_forever,
 )
 
@@ -118,11 +115,8 @@ class IndexStage:
         pending: dict[str, _Pending] = {}  # a replayed record in the same batch: last one wins
         for value in values:
             payload = value or b""
-            try:
-                record = VectorRecord.model_validate_json(payload)
-            except ValidationError as exc:
-                reason = f"invalid vector record: {describe_validation_error(exc)}"
-                await self._dead.send("index", reason, payload)
+            record = await self._dead.parse(VectorRecord, payload, "index", "vector record")
+            if record is None:
                 report.deadlettered += 1
                 continue
             row = to_index_row(record)

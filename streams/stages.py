@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from crossfeed.exceptions import CrossfeedError
 from crossfeed.ops.metrics import Metrics
@@ -104,6 +104,9 @@ def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
     return "; ".join(parts)
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 class DeadLetters:
     """Writes :class:`DeadLetter` records and counts them, one place for every stage."""
 
@@ -128,6 +131,14 @@ class DeadLetters:
         log.warning("dead-lettered post %s at %s: %s", post_id or "?", stage, reason)
         await self._publisher.publish(self._topic, post_id, value)
         self._metrics.deadletters.labels(stage=stage).inc()
+
+    async def parse(self, model: type[M], payload: bytes, stage: Stage, what: str) -> M | None:
+        """``payload`` as ``model``; None after dead-lettering it when it does not validate."""
+        try:
+            return model.model_validate_json(payload)
+        except ValidationError as exc:
+            await self.send(stage, f"invalid {what}: {describe_validation_error(exc)}", payload)
+            return None
 
     def _encode(self, stage: Stage, reason: str, payload: bytes, post_id: str | None) -> bytes:
         """The letter as JSON; a payload too big for one message is cut (and the cut noted)."""
