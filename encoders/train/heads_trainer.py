@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -245,13 +245,88 @@ def _train(
     ty = torch.from_numpy(y) if y is not None else None
 
     model = _Model(x_img.shape[1], x_txt.shape[1], 0 if y is None else y.shape[1], cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history: list[dict[str, float]] = []
-    best = (-math.inf, 0, {k: v.clone() for k, v in model.state_dict().items()})
-    bad_epochs = 0
+
+    def batch_loss(b: torch.Tensor) -> torch.Tensor:
+        e_img, e_txt, l_img, l_txt = model(ti[b], tt[b])
+        loss, _ = combined_loss(
+            e_img, e_txt, l_img, l_txt, None if ty is None else ty[b], cfg.objectives
+        )
+        return loss
+
+    def validate(vb: torch.Tensor) -> dict[str, float]:
+        with torch.inference_mode():
+            val_loss = batch_loss(vb)
+        vy = None if y is None else y[val_idx]
+        return {"val_loss": float(val_loss), "val_map": _val_score(model, ti[vb], tt[vb], vy)}
+
+    history, best_epoch, best_score = fit_early_stopping(
+        model,
+        batch_loss,
+        validate,
+        tr_idx=tr_idx,
+        val_idx=val_idx,
+        rng=rng,
+        cfg=cfg,
+        desc="heads",
+        progress=progress,
+    )
+    _fold_standardisation(model.image, mean_i, std_i)
+    _fold_standardisation(model.text, mean_t, std_t)
+    log.info("heads: best epoch %d of %d, validation %.4f", best_epoch, len(history), best_score)
+    result = TrainedHeads(
+        heads={"image": model.image, "text": model.text},
+        classifier=model.classifier,
+        history=history,
+        best_epoch=best_epoch,
+        best_score=best_score,
+        config=cfg,
+    )
+    if plot_path is not None:
+        plot_history(history, plot_path, title=f"heads ({_objective_names(cfg)})")
+    return result
+
+
+class _LoopConfig(Protocol):
+    """What the loop reads from a trainer config (frozen dataclasses satisfy it)."""
+
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def lr(self) -> float: ...
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def patience(self) -> int: ...
+
+
+def fit_early_stopping(
+    model: nn.Module,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    validate: Callable[[torch.Tensor], dict[str, float]],
+    *,
+    tr_idx: np.ndarray,
+    val_idx: np.ndarray,
+    rng: np.random.Generator,
+    cfg: _LoopConfig,
+    desc: str,
+    progress: bool,
+) -> tuple[list[dict[str, float]], int, float]:
+    """AdamW over shuffled mini-batches of ``tr_idx``, early-stopped on ``validate``.
+
+    ``batch_loss(idx)`` is the loss of the rows ``idx``; ``validate(val_idx)``
+    returns at least ``val_map`` (the score to maximise). Without a validation
+    carve-out the score is minus the training loss. The best epoch's weights are
+    loaded back; returns ``(history, best_epoch, best_score)``.
+    """
     from tqdm.auto import tqdm  # local: only training needs the progress bar
 
-    bar = tqdm(range(1, cfg.epochs + 1), desc="heads", disable=not progress, leave=False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] = (-math.inf, 0, _state(model))
+    bad_epochs = 0
+    bar = tqdm(range(1, cfg.epochs + 1), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         model.train()
         order = torch.from_numpy(rng.permutation(tr_idx))
@@ -260,35 +335,23 @@ def _train(
             b = order[start : start + cfg.batch_size]
             if len(b) < 2:
                 continue
-            e_img, e_txt, l_img, l_txt = model(ti[b], tt[b])
-            loss, _ = combined_loss(
-                e_img, e_txt, l_img, l_txt, None if ty is None else ty[b], cfg.objectives
-            )
+            loss = batch_loss(b)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach())
             steps += 1
         record: dict[str, float] = {"epoch": epoch, "train_loss": total / max(steps, 1)}
-        if n_val:
+        if len(val_idx):
             model.eval()
-            vb = torch.from_numpy(val_idx)
-            with torch.inference_mode():
-                e_img, e_txt, l_img, l_txt = model(ti[vb], tt[vb])
-                val_loss, _ = combined_loss(
-                    e_img, e_txt, l_img, l_txt, None if ty is None else ty[vb], cfg.objectives
-                )
-            record["val_loss"] = float(val_loss)
-            vy = None if y is None else y[val_idx]
-            record["val_map"] = _val_score(model, ti[vb], tt[vb], vy)
+            record.update(validate(torch.from_numpy(val_idx)))
             score = record["val_map"]
         else:
             score = -record["train_loss"]
         history.append(record)
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{score:.3f}")
+        bar.set_postfix(loss=f"{record['train_loss']:.4f}", val=f"{score:.4f}")
         if score > best[0]:
-            best = (score, epoch, {k: v.clone() for k, v in model.state_dict().items()})
-            bad_epochs = 0
+            best, bad_epochs = (score, epoch, _state(model)), 0
         else:
             bad_epochs += 1
             if bad_epochs >= cfg.patience:
@@ -296,20 +359,11 @@ def _train(
     bar.close()
     model.load_state_dict(best[2])
     model.eval()
-    _fold_standardisation(model.image, mean_i, std_i)
-    _fold_standardisation(model.text, mean_t, std_t)
-    log.info("heads: best epoch %d of %d, validation %.4f", best[1], len(history), best[0])
-    result = TrainedHeads(
-        heads={"image": model.image, "text": model.text},
-        classifier=model.classifier,
-        history=history,
-        best_epoch=best[1],
-        best_score=float(best[0]),
-        config=cfg,
-    )
-    if plot_path is not None:
-        plot_history(history, plot_path, title=f"heads ({_objective_names(cfg)})")
-    return result
+    return history, best[1], float(best[0])
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _objective_names(cfg: HeadsConfig) -> str:

@@ -26,7 +26,6 @@ features (``tag_posterior`` heads of :mod:`crossfeed.encoders.heads`).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from torch import nn
 
 from crossfeed.encoders.exceptions import TrainingError
 from crossfeed.encoders.heads import HeadSpec, ProjectionHead, TagPosteriorNet
+from crossfeed.encoders.train.heads_trainer import fit_early_stopping, plot_history
 from crossfeed.encoders.train.losses import (
     bidirectional_ranking_loss,
     info_nce_loss,
@@ -265,52 +265,30 @@ def train_tag_space(
         _net(head).block.copy_(block)
         _net(head).weight.copy_(weight)
         _net(head).center.copy_(prior)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history: list[dict[str, float]] = []
-    best: tuple[float, int, dict[str, torch.Tensor]] = (-math.inf, 0, _state(model))
-    bad = 0
-    from tqdm.auto import tqdm  # local: only training needs the progress bar
 
-    bar = tqdm(range(1, cfg.epochs + 1), desc="tag heads", disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
-        order = torch.from_numpy(rng.permutation(tr_idx))
-        total, steps = 0.0, 0
-        for start in range(0, len(order), cfg.batch_size):
-            b = order[start : start + cfg.batch_size]
-            if len(b) < 2:
-                continue
-            l_img, l_txt = model.logits(ti[b], tt[b])
-            loss = _loss(model, l_img, l_txt, ty[b], n_tags, cfg)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-            steps += 1
-        record: dict[str, float] = {"epoch": epoch, "train_loss": total / max(steps, 1)}
-        if len(val_idx):
-            model.eval()
-            vb = torch.from_numpy(val_idx)
-            with torch.inference_mode():
-                l_img, l_txt = model.logits(ti[vb], tt[vb])
-                record["val_loss"] = float(_loss(model, l_img, l_txt, ty[vb], n_tags, cfg))
-                e_img = _net(model.image).from_logits(l_img).numpy()
-                e_txt = _net(model.text).from_logits(l_txt).numpy()
-            record["val_map"] = retrieval_map(e_img, e_txt, y[val_idx, :n_tags])
-            score = record["val_map"]
-        else:
-            score = -record["train_loss"]
-        history.append(record)
-        bar.set_postfix(loss=f"{record['train_loss']:.4f}", val=f"{score:.4f}")
-        if score > best[0]:
-            best, bad = (score, epoch, _state(model)), 0
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    bar.close()
-    model.load_state_dict(best[2])
-    model.eval()
+    def batch_loss(b: torch.Tensor) -> torch.Tensor:
+        l_img, l_txt = model.logits(ti[b], tt[b])
+        return _loss(model, l_img, l_txt, ty[b], n_tags, cfg)
+
+    def validate(vb: torch.Tensor) -> dict[str, float]:
+        with torch.inference_mode():
+            l_img, l_txt = model.logits(ti[vb], tt[vb])
+            val_loss = float(_loss(model, l_img, l_txt, ty[vb], n_tags, cfg))
+            e_img = _net(model.image).from_logits(l_img).numpy()
+            e_txt = _net(model.text).from_logits(l_txt).numpy()
+        return {"val_loss": val_loss, "val_map": retrieval_map(e_img, e_txt, y[val_idx, :n_tags])}
+
+    history, best_epoch, best_score = fit_early_stopping(
+        model,
+        batch_loss,
+        validate,
+        tr_idx=tr_idx,
+        val_idx=val_idx,
+        rng=rng,
+        cfg=cfg,
+        desc="tag heads",
+        progress=progress,
+    )
     for key, mean, std in (("image", mean_i, std_i), ("text", mean_t, std_t)):
         _fold_standardisation(_net(getattr(model, key)), mean, std)
     heads = {"image": model.image, "text": model.text}
@@ -318,17 +296,13 @@ def train_tag_space(
         for key, x in (("image", x_img), ("text", x_txt)):
             net = _net(heads[key])
             net.center.copy_(net.posterior(torch.from_numpy(x[tr_idx])).mean(0))
-    log.info("tag heads: best epoch %d of %d, validation mAP %.4f", best[1], len(history), best[0])
-    result = TrainedTagSpace(heads, history, best[1], float(best[0]), cfg, n_tags)
+    log.info(
+        "tag heads: best epoch %d of %d, validation mAP %.4f", best_epoch, len(history), best_score
+    )
+    result = TrainedTagSpace(heads, history, best_epoch, best_score, cfg, n_tags)
     if plot_path is not None:
-        from crossfeed.encoders.train.heads_trainer import plot_history
-
         plot_history(history, plot_path, title=f"tag-posterior heads ({cfg.objectives()})")
     return result
-
-
-def _state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _loss(
