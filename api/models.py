@@ -132,6 +132,10 @@ class SearchResult(BaseModel):
     item: int = Field(description="which item of the post matched (0 = text)")
     text: str
     tags: list[str]
+    suggested_tags: list[str] = Field(
+        default_factory=list,
+        description="tags the stream proposed for this media item (untagged posts only)",
+    )
     media_ref: str | None
     created_at: datetime
 
@@ -151,6 +155,9 @@ class PostItem(BaseModel):
     modality: Modality | str
     media_ref: str | None
     model_version: str
+    suggested_tags: list[str] = Field(
+        default_factory=list, description="tags the stream proposed for this item"
+    )
 
 
 class PostResponse(BaseModel):

@@ -173,6 +173,7 @@ async def get_post(
                 modality=r.modality,
                 media_ref=r.media_ref or None,
                 model_version=r.model_version,
+                suggested_tags=list(r.suggested_tags),
             )
             for r in rows
         ],

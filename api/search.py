@@ -144,6 +144,7 @@ def _to_result(hit: Hit) -> SearchResult:
         item=row.item,
         text=row.text,
         tags=list(row.tags),
+        suggested_tags=list(row.suggested_tags),
         media_ref=row.media_ref or None,
         created_at=datetime.fromtimestamp(row.created_at_ms / 1000, tz=UTC),
     )

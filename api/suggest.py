@@ -31,9 +31,8 @@ from crossfeed.encoders.base import Embedder
 from crossfeed.encoders.media import decode_image, decode_video, sniff_container
 from crossfeed.encoders.translate import (
     MAX_NEIGHBOURS,
-    VoteConfig,
     embed_media_with_posterior,
-    suggest_tags_for_vector,
+    suggest_tags_for_media,
 )
 from crossfeed.indexer.base import VectorIndex
 from crossfeed.ops.settings import Settings
@@ -43,9 +42,6 @@ router = APIRouter(prefix="/v1")
 
 MAX_SUGGESTIONS = 50
 MAX_JSON_BYTES = 16 * 1024
-# Weight of the head's tag posterior against neighbour votes when both exist:
-# on the clipart evaluation an even mix beat either source alone.
-POSTERIOR_MIX = 0.5
 
 SuggestQuery = Literal["image", "video", "post"]
 
@@ -217,16 +213,13 @@ async def suggest_tags(
             "send multipart/form-data with an image or video in 'file', "
             "or application/json {'post_id': ...}"
         )
-    config = VoteConfig(neighbours=n_neighbours, posterior_mix=POSTERIOR_MIX if posterior else 0.0)
     suggestions, neighbours = await anyio.to_thread.run_sync(
-        lambda: suggest_tags_for_vector(
+        lambda: suggest_tags_for_media(
             index,
             vector.tolist(),
             model_version=embedder.version,
-            config=config,
             posterior=posterior,
-            # With a tag head, suggest only its vocabulary (a neighbour's typo never wins).
-            allowed=frozenset(posterior) if posterior else None,
+            neighbours=n_neighbours,
             exclude_post_ids=exclude,
             top_k=top_k,
         )

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 # usually one media row, both of which can be near the query.
 _ROWS_PER_NEIGHBOUR = 3
 MAX_NEIGHBOURS = 200
+# Weight of the head's tag posterior against neighbour votes when both exist:
+# on the clipart evaluation an even mix beat either source alone.
+POSTERIOR_MIX = 0.5
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,35 @@ def suggest_tags_for_vector(
         top_k=top_k,
     )
     return suggestions, neighbours
+
+
+def suggest_tags_for_media(
+    index: VectorIndex,
+    vector: Sequence[float],
+    *,
+    model_version: str | None,
+    posterior: Mapping[str, float] | None = None,
+    neighbours: int = 20,
+    exclude_post_ids: Sequence[str] = (),
+    top_k: int = 5,
+) -> tuple[list[TagSuggestion], list[Neighbour]]:
+    """The serving recipe for one media vector (used by the API and the stream step).
+
+    Neighbour votes alone, or an even mix with the head's posterior
+    (:data:`POSTERIOR_MIX`) when the head is a tag space; then only the head's
+    vocabulary is suggested, so one neighbour's typo never wins.
+    """
+    config = VoteConfig(neighbours=neighbours, posterior_mix=POSTERIOR_MIX if posterior else 0.0)
+    return suggest_tags_for_vector(
+        index,
+        vector,
+        model_version=model_version,
+        config=config,
+        posterior=posterior,
+        allowed=frozenset(posterior) if posterior else None,
+        exclude_post_ids=exclude_post_ids,
+        top_k=top_k,
+    )
 
 
 def precision_at_k(

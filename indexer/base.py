@@ -27,6 +27,7 @@ class IndexRow:
     lang: str
     model_version: str
     media_ref: str
+    suggested_tags: Sequence[str] = ()  # machine-proposed tags (media of untagged posts)
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,12 @@ from crossfeed.indexer.schema import (
     AUTHOR_MAX_BYTES,
     ID_MAX_BYTES,
     LANG_MAX_BYTES,
+    MAX_SUGGESTED_TAGS,
     MAX_TAGS,
     MEDIA_REF_MAX_BYTES,
     MODALITY_MAX_BYTES,
     MODEL_VERSION_MAX_BYTES,
+    OPTIONAL_FIELDS,
     SCALAR_FIELDS,
     TAG_MAX_BYTES,
     TEXT_MAX_BYTES,
@@ -118,6 +120,7 @@ class MilvusIndex(VectorIndex):
         self._client: MilvusClient | None = None
         self._dim: int | None = None
         self._loaded = False
+        self._absent: frozenset[str] = frozenset()  # optional fields the collection lacks
         self._lock = threading.RLock()
 
     @property
@@ -211,7 +214,18 @@ class MilvusIndex(VectorIndex):
         schema.add_field("model_version", DataType.VARCHAR, max_length=MODEL_VERSION_MAX_BYTES)
         schema.add_field("media_ref", DataType.VARCHAR, max_length=MEDIA_REF_MAX_BYTES)
         schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_BYTES)
+        schema.add_field(
+            "suggested_tags",
+            DataType.ARRAY,
+            element_type=DataType.VARCHAR,
+            max_capacity=MAX_SUGGESTED_TAGS,
+            max_length=TAG_MAX_BYTES,
+        )
         return schema
+
+    @property
+    def _output_fields(self) -> list[str]:
+        return [f for f in SCALAR_FIELDS if f not in self._absent]
 
     def _index_params(self) -> Any:
         params = MilvusClient.prepare_index_params()
@@ -231,6 +245,16 @@ class MilvusIndex(VectorIndex):
         info = client.describe_collection(self._collection, timeout=self._timeout)
         fields = {f["name"]: f for f in info.get("fields", [])}
         missing = [n for n in (*SCALAR_FIELDS, VECTOR_FIELD) if n not in fields]
+        absent = frozenset(missing) & OPTIONAL_FIELDS
+        if absent and absent != self._absent:
+            log.warning(
+                "collection %s predates fields %s: they are not stored; re-index into a "
+                "fresh collection (crossfeed reindex) to get them",
+                self._collection,
+                sorted(absent),
+            )
+        self._absent = absent
+        missing = [n for n in missing if n not in absent]
         if missing:
             raise IndexSchemaError(
                 f"collection {self._collection!r} exists but lacks fields {missing}; "
@@ -259,6 +283,7 @@ class MilvusIndex(VectorIndex):
             self._check_existing(client, dim)
         else:
             log.info("creating Milvus collection %s (dim %d)", self._collection, dim)
+            self._absent = frozenset()
             client.create_collection(
                 self._collection,
                 schema=self._schema(dim),
@@ -281,7 +306,8 @@ class MilvusIndex(VectorIndex):
         if self._dim is None:
             raise IndexNotReadyError("call ensure_ready(dim) before using the index")
         dim = self._dim
-        entities = [row_to_entity(prepare_row(r, dim)) for r in rows]  # validate all first
+        prepared = [prepare_row(r, dim) for r in rows]  # validate all first
+        entities = [row_to_entity(r, self._absent) for r in prepared]
         written = 0
         for start in range(0, len(entities), UPSERT_CHUNK):
             chunk = entities[start : start + UPSERT_CHUNK]
@@ -308,7 +334,7 @@ class MilvusIndex(VectorIndex):
                 data=[query],
                 filter=expr,
                 limit=top_k,
-                output_fields=list(SCALAR_FIELDS),
+                output_fields=self._output_fields,
                 search_params=params,
                 timeout=self._timeout,
                 consistency_level=self._consistency,
@@ -324,7 +350,7 @@ class MilvusIndex(VectorIndex):
             lambda c: c.query(
                 self._collection,
                 filter=expr,
-                output_fields=[*SCALAR_FIELDS, VECTOR_FIELD],
+                output_fields=[*self._output_fields, VECTOR_FIELD],
                 timeout=self._timeout,
                 consistency_level=self._consistency,
             ),

@@ -30,6 +30,7 @@ MEDIA_REF_MAX_BYTES = 2048
 TEXT_MAX_BYTES = 8192
 TAG_MAX_BYTES = 256
 MAX_TAGS = 64  # matches the wire schema's limit
+MAX_SUGGESTED_TAGS = 16  # matches the wire schema's limit for machine-proposed tags
 
 # Every scalar field, in schema order (the vector is "vector").
 SCALAR_FIELDS: tuple[str, ...] = (
@@ -44,8 +45,12 @@ SCALAR_FIELDS: tuple[str, ...] = (
     "model_version",
     "media_ref",
     "text",
+    "suggested_tags",
 )
 VECTOR_FIELD = "vector"
+# Fields added after the first release: a collection created before them still
+# works (without them) instead of refusing to start; everything else is required.
+OPTIONAL_FIELDS: frozenset[str] = frozenset({"suggested_tags"})
 
 
 def truncate_utf8(value: str, max_bytes: int) -> str:
@@ -100,6 +105,11 @@ def prepare_row(row: IndexRow, dim: int) -> IndexRow:
     if len(row.tags) > MAX_TAGS:
         raise InvalidRowError(f"{len(row.tags)} tags, the limit is {MAX_TAGS}")
     tags = [truncate_utf8(t, TAG_MAX_BYTES) for t in row.tags]
+    if len(row.suggested_tags) > MAX_SUGGESTED_TAGS:
+        raise InvalidRowError(
+            f"{len(row.suggested_tags)} suggested tags, the limit is {MAX_SUGGESTED_TAGS}"
+        )
+    suggested = [truncate_utf8(t, TAG_MAX_BYTES) for t in row.suggested_tags]
     return replace(
         row,
         vector=check_vector(row.vector, dim, f"row {row.row_id!r}"),
@@ -110,12 +120,14 @@ def prepare_row(row: IndexRow, dim: int) -> IndexRow:
         lang=truncate_utf8(row.lang or "", LANG_MAX_BYTES),
         model_version=truncate_utf8(row.model_version or "", MODEL_VERSION_MAX_BYTES),
         media_ref=truncate_utf8(row.media_ref or "", MEDIA_REF_MAX_BYTES),
+        suggested_tags=suggested,
     )
 
 
-def row_to_entity(row: IndexRow) -> dict[str, object]:
-    """A prepared row as the dict Milvus stores."""
-    return {
+def row_to_entity(row: IndexRow, absent: frozenset[str] = frozenset()) -> dict[str, object]:
+    """A prepared row as the dict Milvus stores, without the optional fields in ``absent``
+    (those an older collection lacks)."""
+    entity: dict[str, object] = {
         "row_id": row.row_id,
         "post_id": row.post_id,
         "item": int(row.item),
@@ -128,7 +140,11 @@ def row_to_entity(row: IndexRow) -> dict[str, object]:
         "model_version": row.model_version,
         "media_ref": row.media_ref,
         "text": row.text,
+        "suggested_tags": list(row.suggested_tags),
     }
+    for name in absent & OPTIONAL_FIELDS:
+        entity.pop(name, None)
+    return entity
 
 
 def entity_to_row(entity: dict[str, object]) -> IndexRow:
@@ -147,4 +163,8 @@ def entity_to_row(entity: dict[str, object]) -> IndexRow:
         lang=str(entity.get("lang") or ""),
         model_version=str(entity.get("model_version") or ""),
         media_ref=str(entity.get("media_ref") or ""),
+        suggested_tags=tuple(
+            str(t)
+            for t in (entity.get("suggested_tags") or [])  # type: ignore[attr-defined]
+        ),
     )

@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "crossfeed.ops.engines",  # up, down, status
     "crossfeed.ops.corpus",  # corpus
     "crossfeed.ops.produce",  # produce
+    "crossfeed.ops.reindex",  # reindex
     "crossfeed.ops.serve",  # serve, demo
     "crossfeed.encoders.train.cli",  # train, eval
     "crossfeed.ops.bench",  # bench

@@ -42,6 +42,18 @@ class Metrics:
             registry=r,
         )
         self.indexed = Counter("crossfeed_indexed_rows", "Rows upserted into the index", registry=r)
+        self.index_skipped = Counter(
+            "crossfeed_index_skipped_rows",
+            "Vector records not indexed, by reason (e.g. another model version)",
+            ["reason"],
+            registry=r,
+        )
+        self.tags_suggested = Counter(
+            "crossfeed_tags_suggested",
+            "Media items of untagged posts given suggested tags by the stream, by modality",
+            ["modality"],
+            registry=r,
+        )
         self.index_batch_seconds = Histogram(
             "crossfeed_index_batch_seconds",
             "Upsert time per batch",

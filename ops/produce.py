@@ -58,7 +58,7 @@ def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
     return kwargs
 
 
-def _bootstrap_timeout(client: type, timeout_s: float) -> dict[str, int]:
+def bootstrap_timeout(client: type, timeout_s: float) -> dict[str, int]:
     """How long to wait for a first broker connection, when this kafka-python knows the
     option (3.x; 2.x has none and rejects unknown options). The 30 s default makes an
     unreachable broker slow to report."""
@@ -96,7 +96,7 @@ def ensure_topics(
         admin = KafkaAdminClient(
             client_id="crossfeed-admin",
             request_timeout_ms=int(timeout_s * 1000),
-            **_bootstrap_timeout(KafkaAdminClient, timeout_s),
+            **bootstrap_timeout(KafkaAdminClient, timeout_s),
             **client_kwargs(settings),
         )
     except KafkaError as exc:
@@ -187,7 +187,7 @@ def produce(
             request_timeout_ms=15_000,
             delivery_timeout_ms=max(int(timeout_s * 1000), 15_000 + linger_ms),
             max_block_ms=int(timeout_s * 1000),
-            **_bootstrap_timeout(KafkaProducer, timeout_s),
+            **bootstrap_timeout(KafkaProducer, timeout_s),
             **client_kwargs(settings),
         )
     except KafkaError as exc:

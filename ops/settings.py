@@ -100,6 +100,16 @@ class StreamSettings(_Base):
     media_roots: list[Path] = Field(default_factory=list, alias="CROSSFEED_MEDIA_ROOTS")
     # How long a content hash is remembered for repost detection.
     dedupe_ttl_s: int = Field(default=7 * 24 * 3600, alias="CROSSFEED_DEDUPE_TTL")
+    # Translation step (off by default: one extra index search per media item): the
+    # embed stage proposes tags for the images and videos of posts that carry none.
+    suggest_tags: bool = Field(default=False, alias="CROSSFEED_SUGGEST_TAGS")
+    suggest_top_k: int = Field(default=5, ge=1, le=16, alias="CROSSFEED_SUGGEST_TOP_K")
+    # A suggestion's score is its weighted share of the neighbours' votes (mixed with
+    # p(tag) for a tag head); below 0.1 fewer than a tenth of the evidence backs it.
+    suggest_min_score: float = Field(
+        default=0.1, ge=0.0, le=1.0, alias="CROSSFEED_SUGGEST_MIN_SCORE"
+    )
+    suggest_neighbours: int = Field(default=20, ge=1, le=200, alias="CROSSFEED_SUGGEST_NEIGHBOURS")
 
 
 class Settings:

@@ -22,7 +22,8 @@ command line that is ``--without-web``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -119,14 +120,31 @@ def build_pipeline(
         pipe.normalize = NormalizeStage(
             dedupe=dedupe, publisher=publisher, topics=settings.kafka, metrics=pipe.metrics
         )
+    # The index stage writes only this version (None = any); see IndexStage.
+    index_version: str | Callable[[], str] | None = None
+    if settings.encoder.model_version != "latest":
+        index_version = settings.encoder.model_version
     if "embed" in stages:
+        load = _shared_embedder(settings, embedder)
+        # A worker that embeds indexes what its own embedder makes, nothing older.
+        index_version = lambda: load().version  # noqa: E731
 
-        def load() -> Embedder:
-            from crossfeed.encoders.model import load_embedder
+        suggester = None
+        if settings.stream.suggest_tags:
+            from crossfeed.streams.suggest import SuggestConfig, TagSuggestStep
 
-            return load_embedder(settings)
+            def open_suggest_index() -> VectorIndex:
+                from crossfeed.indexer.milvus import MilvusIndex
 
+                return MilvusIndex(settings.milvus)
+
+            suggester = TagSuggestStep(
+                index if index is not None else open_suggest_index,
+                pipe.metrics,
+                SuggestConfig.from_settings(settings),
+            )
         pipe.embed = EmbedStage(
+            suggester=suggester,
             embedder=embedder if embedder is not None else load,
             fetcher=fetcher
             or MediaFetcher(
@@ -156,8 +174,29 @@ def build_pipeline(
             publisher=publisher,
             topics=settings.kafka,
             metrics=pipe.metrics,
+            model_version=index_version,
         )
     return pipe
+
+
+def _shared_embedder(settings: Settings, embedder: Embedder | None) -> Callable[[], Embedder]:
+    """``embedder``, or the configured one created once on first call (thread-safe), so
+    the embed stage and the index stage's version guard share one instance."""
+    if embedder is not None:
+        given = embedder
+        return lambda: given
+    lock = threading.Lock()
+    loaded: list[Embedder] = []
+
+    def load() -> Embedder:
+        with lock:
+            if not loaded:
+                from crossfeed.encoders.model import load_embedder
+
+                loaded.append(load_embedder(settings))
+            return loaded[0]
+
+    return load
 
 
 def _manual_acks(stream: faust.StreamT) -> faust.Stream:

@@ -5,7 +5,8 @@ one vector per image, one per video (its sampled frames pooled by the
 embedder). Reposts (``duplicate_of`` set) are skipped: the original's vectors
 already answer queries, and the repost stays on ``posts.clean``. Each record
 carries the post's original text as its display text and the normalised
-hashtags as its tags.
+hashtags as its tags. With a :class:`~crossfeed.streams.suggest.TagSuggestStep`
+the media items of untagged posts also carry ``suggested_tags``.
 
 Fetching, decoding and embedding are blocking, so they run in a thread pool:
 the event loop keeps heart-beating to the broker however long a batch takes. A
@@ -29,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from crossfeed.encoders.base import Embedder
+from crossfeed.encoders.translate import embed_media_with_posterior
 from crossfeed.ops.metrics import Metrics
 from crossfeed.ops.settings import KafkaSettings
 from crossfeed.streams.exceptions import MediaError
@@ -41,6 +43,7 @@ from crossfeed.streams.media import (
 from crossfeed.streams.normalize import embedding_text
 from crossfeed.streams.schema import CleanPost, Modality, VectorRecord
 from crossfeed.streams.stages import DeadLetters, Publisher
+from crossfeed.streams.suggest import TagSuggestStep
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ class EmbedStage:
         metrics: Metrics,
         executor: Executor | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        suggester: TagSuggestStep | None = None,
     ) -> None:
         self._embedder: Embedder | None = embedder if isinstance(embedder, Embedder) else None
         self._embedder_factory = None if isinstance(embedder, Embedder) else embedder
@@ -93,8 +97,11 @@ class EmbedStage:
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(4, thread_name_prefix="crossfeed-embed")
         self._clock = clock
+        self._suggester = suggester
 
     def close(self) -> None:
+        if self._suggester is not None:
+            self._suggester.close()
         if self._own_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
         self._fetcher.close()
@@ -210,8 +217,18 @@ class EmbedStage:
         for modality, items, fn in jobs:
             if not items:
                 continue
+            suggest = self._suggester is not None and any(
+                TagSuggestStep.wants(x[0].clean) for x in items
+            )
             started = time.perf_counter()
-            vectors = np.asarray(fn([x[3] for x in items]), dtype=np.float32)
+            posteriors: list[dict[str, float]] | None = None
+            if suggest and modality != "text":
+                # Same vectors as ``fn``, plus the head's tag posterior when it has one.
+                vectors, posteriors = embed_media_with_posterior(
+                    embedder, modality, [x[3] for x in items]
+                )
+            else:
+                vectors = np.asarray(fn([x[3] for x in items]), dtype=np.float32)
             self._metrics.embed_batch_seconds.labels(modality=modality).observe(
                 time.perf_counter() - started
             )
@@ -219,10 +236,18 @@ class EmbedStage:
                 raise ValueError(f"{modality} embedder returned shape {vectors.shape}")
             if not np.isfinite(vectors).all():
                 raise ValueError(f"{modality} embedder returned non-finite values")
-            for (post, number, ref, _), vector in zip(items, vectors, strict=True):
-                records.append(
-                    self._record(post.clean, number, modality, ref, vector, embedder, now)
-                )
+            for i, ((post, number, ref, _), vector) in enumerate(zip(items, vectors, strict=True)):
+                record = self._record(post.clean, number, modality, ref, vector, embedder, now)
+                if suggest and modality != "text" and TagSuggestStep.wants(post.clean):
+                    assert self._suggester is not None
+                    record.suggested_tags = self._suggester.suggest(
+                        record.vector,
+                        post_id=record.post_id,
+                        modality=modality,
+                        model_version=record.model_version,
+                        posterior=posteriors[i] if posteriors else None,
+                    )
+                records.append(record)
             self._metrics.embedded.labels(modality=modality).inc(len(items))
         return records
 

@@ -45,3 +45,8 @@ class DedupeUnavailableError(StreamsError):
 
 class WorkerError(StreamsError):
     """The stream worker stopped with an error."""
+
+
+class ReindexError(StreamsError):
+    """``crossfeed reindex`` cannot run or finish (a broker or the index is unreachable,
+    the topic is missing, the target collection has another dimension)."""

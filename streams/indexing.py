@@ -8,6 +8,13 @@ only once the index accepted them. A non-retriable failure is narrowed down by
 splitting the batch in halves until the offending rows are found; those alone
 are dead-lettered (stage "index"). After each accepted batch the index epoch is
 bumped so search caches go stale.
+
+Version guard: a stage built with ``model_version`` writes only records of that
+version. Vectors of different versions live in different spaces (and may differ
+in dimension), so after a worker is switched to a new version and collection,
+records of the old version still waiting on ``posts.vectors`` would otherwise
+overwrite the new rows with the same ``row_id``; they are counted, logged once
+per version and acknowledged without being written.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from crossfeed.indexer.base import IndexRow, VectorIndex
 from crossfeed.ops.metrics import Metrics
@@ -44,6 +51,7 @@ class IndexReport:
     records: int = 0
     rows_written: int = 0
     deadlettered: int = 0
+    skipped: int = 0  # records of another model version (see ``model_version``)
     epoch: int | None = None
 
 
@@ -68,11 +76,17 @@ def to_index_row(record: VectorRecord) -> IndexRow:
         lang=record.lang or "",
         model_version=record.model_version,
         media_ref=record.media_ref or "",
+        suggested_tags=list(record.suggested_tags),
     )
 
 
 class IndexStage:
-    """Upserts vector records into a :class:`VectorIndex`, at least once and without duplicates."""
+    """Upserts vector records into a :class:`VectorIndex`, at least once and without duplicates.
+
+    ``model_version``: only records of this version are written (None = all). A
+    callable is asked once per batch (in the stage's thread), for a version known
+    only once the worker's embedder is loaded.
+    """
 
     def __init__(
         self,
@@ -83,6 +97,7 @@ class IndexStage:
         topics: KafkaSettings,
         metrics: Metrics,
         executor: Executor | None = None,
+        model_version: str | Callable[[], str | None] | None = None,
     ) -> None:
         self._index: VectorIndex | None = index if isinstance(index, VectorIndex) else None
         self._index_factory = None if isinstance(index, VectorIndex) else index
@@ -90,6 +105,8 @@ class IndexStage:
         self._epoch = epoch
         self._dead = DeadLetters(publisher, topics.topic_deadletter, metrics)
         self._metrics = metrics
+        self._model_version = model_version
+        self._foreign_versions: set[str] = set()  # versions already logged as skipped
         self._own_executor = executor is None
         # One thread: index calls are serialised anyway, and clients need not be thread-safe.
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="crossfeed-index")
@@ -113,11 +130,16 @@ class IndexStage:
         report = IndexReport(records=len(values))
         self._metrics.posts_in.labels(stage="index").inc(len(values))
         pending: dict[str, _Pending] = {}  # a replayed record in the same batch: last one wins
+        wanted = await self._wanted_version()
         for value in values:
             payload = value or b""
             record = await self._dead.parse(VectorRecord, payload, "index", "vector record")
             if record is None:
                 report.deadlettered += 1
+                continue
+            if wanted is not None and record.model_version != wanted:
+                self._skip_foreign(record.model_version, wanted)
+                report.skipped += 1
                 continue
             row = to_index_row(record)
             pending[row.row_id] = _Pending(row, payload)
@@ -134,6 +156,22 @@ class IndexStage:
             epoch = self._epoch
             report.epoch = await retry_forever(lambda: self._run(epoch.bump), what="epoch bump")
         return report
+
+    async def _wanted_version(self) -> str | None:
+        version = self._model_version
+        if version is None or isinstance(version, str):
+            return version
+        return cast(str | None, await self._run(version))
+
+    def _skip_foreign(self, version: str, wanted: str) -> None:
+        self._metrics.index_skipped.labels(reason="other_version").inc()
+        if version not in self._foreign_versions:
+            self._foreign_versions.add(version)
+            log.info(
+                "not indexing vector records of model version %s: this index takes %s only",
+                version,
+                wanted,
+            )
 
     async def _ensure_ready(self, dim: int) -> None:
         if dim in self._ready_dims:

@@ -26,6 +26,7 @@ Stage = Literal["parse", "validate", "normalize", "decode", "embed", "index"]
 MAX_TEXT_CHARS = 10_000
 MAX_TAGS = 64
 MAX_MEDIA = 8
+MAX_SUGGESTED_TAGS = 16
 MAX_ID_CHARS = 200
 
 
@@ -124,6 +125,9 @@ class VectorRecord(BaseModel):
     tags: list[str]
     lang: str | None
     media_ref: str | None
+    # Tags proposed by the stream's translation step for media of untagged posts
+    # (best first); never mixed into ``tags``, which stay what the author wrote.
+    suggested_tags: list[str] = Field(default_factory=list, max_length=MAX_SUGGESTED_TAGS)
 
     @property
     def row_id(self) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
+from pymilvus import CollectionSchema
 
 from crossfeed.indexer.base import IndexRow, SearchFilter
 from crossfeed.indexer.exceptions import IndexSchemaError, IndexUnavailableError
@@ -166,3 +167,44 @@ def test_unreachable_server_is_a_retriable_error() -> None:
     with pytest.raises(IndexUnavailableError) as info:
         idx.ensure_ready(DIM)
     assert info.value.retriable
+
+
+def test_suggested_tags_are_stored_apart_from_tags(index: MilvusIndex) -> None:
+    index.upsert([_row("p", 1, "image", tags=(), suggested_tags=("sunset", "sky"))])
+    [stored] = index.get_post("p")
+    assert list(stored.tags) == [] and list(stored.suggested_tags) == ["sunset", "sky"]
+    [hit] = index.search(_row("p", 1, "image").vector, 1, SearchFilter())
+    assert list(hit.row.suggested_tags) == ["sunset", "sky"]
+    # A tag filter matches the author's tags only, never machine suggestions.
+    assert index.search(_row("p", 1, "image").vector, 1, SearchFilter(tags=("sunset",))) == []
+
+
+def test_collection_from_before_suggested_tags_still_serves(
+    engines: object, unique_name: Callable[[str], str]
+) -> None:
+    """A collection created by an older release (no suggested_tags field) keeps working."""
+    settings = MilvusSettings(CROSSFEED_COLLECTION=unique_name("old_schema"))
+    old = MilvusIndex(settings, consistency_level="Strong")
+    today = old._schema(DIM)
+    schema = CollectionSchema(
+        [f for f in today.fields if f.name != "suggested_tags"], enable_dynamic_field=False
+    )
+    client = old._connect()
+    try:
+        client.create_collection(
+            settings.collection,
+            schema=schema,
+            index_params=old._index_params(),
+        )
+        index = MilvusIndex(settings, consistency_level="Strong")
+        index.ensure_ready(DIM)
+        row = _row("p", 1, "image", suggested_tags=("sunset",))
+        assert index.upsert([row]) == 1
+        [stored] = index.get_post("p")
+        assert list(stored.suggested_tags) == []  # not stored, and nothing failed
+        assert index.search(row.vector, 1, SearchFilter())[0].row.post_id == "p"
+        index.close()
+    finally:
+        client.drop_collection(settings.collection)
+        client.close()
+        old.close()

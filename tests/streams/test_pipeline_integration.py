@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from crossfeed.indexer.milvus import MilvusIndex
-from crossfeed.ops.settings import MilvusSettings, RedisSettings
+from crossfeed.ops.settings import MilvusSettings, RedisSettings, Settings
 from crossfeed.streams.schema import DeadLetter
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -73,6 +73,16 @@ class Env:
             "CROSSFEED_BATCH_WAIT": "0.3",
         }
 
+    def settings(self) -> Settings:
+        """The settings the worker runs with, for an in-process API on the same names."""
+        saved = dict(os.environ)
+        os.environ.update({k: v for k, v in self.worker_env.items() if k.startswith("CROSSFEED_")})
+        try:
+            return Settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
     def start_worker(self) -> subprocess.Popen:
         log = (self.tmp / f"worker-{len(self.procs)}.log").open("wb")
         proc = subprocess.Popen(
@@ -117,7 +127,7 @@ def env(tmp_path: Path, engines: object) -> Iterator[Env]:
         with contextlib.suppress(Exception):  # best effort; the names are unique anyway
             admin.delete_topics(list(topics.values()))
         with contextlib.suppress(Exception):
-            admin.delete_consumer_groups([f"crossfeed-streams-{suffix}"])
+            admin.delete_groups([f"crossfeed-streams-{suffix}"])
         admin.close()
         import redis
 
@@ -286,15 +296,8 @@ def assert_searchable_through_api(env: Env, count: int) -> None:
 
     from crossfeed.api.app import create_app
     from crossfeed.encoders.testing import HashingEmbedder
-    from crossfeed.ops.settings import Settings
 
-    os.environ.update({k: v for k, v in env.worker_env.items() if k.startswith("CROSSFEED_")})
-    try:
-        settings = Settings()
-    finally:
-        for k in env.worker_env:
-            if k.startswith("CROSSFEED_"):
-                os.environ.pop(k, None)
+    settings = env.settings()
     app = create_app(settings, embedder=HashingEmbedder(dim=DIM))
     missing = []
     with TestClient(app) as client:
@@ -404,3 +407,46 @@ def test_killing_the_worker_mid_stream_loses_and_duplicates_nothing(env: Env, pn
         f"{len(stream.expected_rows)} rows ({len(vectors) - len(stream.expected_rows)} replayed)"
     )
     assert len(vectors) >= len(stream.expected_rows)
+
+
+def test_untagged_media_get_suggested_tags_from_the_stream(env: Env, png) -> None:  # type: ignore[no-untyped-def]
+    """The translation step: an untagged image is indexed with its neighbours' tags."""
+    from fastapi.testclient import TestClient
+
+    from crossfeed.api.app import create_app
+    from crossfeed.encoders.testing import HashingEmbedder
+
+    def image_post(pid: str, color: tuple[int, int, int], tags: list[str]) -> tuple[str, bytes]:
+        post = {
+            "id": pid,
+            "source": "itest",
+            "author": "bob",
+            "created_at": "2024-05-01T12:00:00Z",
+            "tags": tags,
+            "media": [{"kind": "image", "data_base64": _b64(png(color))}],
+        }
+        return pid, json.dumps(post).encode()
+
+    s = env.suffix
+    tagged = [image_post(f"{s}-red-{i}", (230, 20 + i, 20), ["sunset"]) for i in range(6)] + [
+        image_post(f"{s}-blue-{i}", (20, 20 + i, 230), ["ocean"]) for i in range(6)
+    ]
+    os.environ["CROSSFEED_SUGGEST_TAGS"] = "1"
+    try:
+        env.start_worker()
+    finally:
+        os.environ.pop("CROSSFEED_SUGGEST_TAGS")
+    produce(tagged, env.topics["raw"])
+    wait_for_rows(env, 24, timeout=120)  # a hashtag text row and an image row each
+    time.sleep(6)  # the worker searches with bounded staleness: let the rows settle
+    produce([image_post(f"{s}-untagged", (235, 25, 25), [])], env.topics["raw"])
+    wait_for_rows(env, 25)
+
+    settings = env.settings()
+    with TestClient(create_app(settings, embedder=HashingEmbedder(dim=DIM))) as client:
+        post = client.get(f"/v1/posts/{s}-untagged").json()
+        assert post["tags"] == []
+        [item] = post["items"]
+        assert item["suggested_tags"] == ["sunset"], env.worker_logs()
+        tagged_post = client.get(f"/v1/posts/{s}-red-0").json()
+        assert all(i["suggested_tags"] == [] for i in tagged_post["items"])
