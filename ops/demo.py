@@ -122,6 +122,30 @@ def _example_queries(settings: Settings, console: Console) -> None:
                 )
 
 
+def _example_suggestions(settings: Settings, posts: list[Post], console: Console) -> None:
+    """A few untagged posts' media with the tags the stream proposed for them."""
+    import httpx
+
+    untagged = [
+        p
+        for p in posts
+        if p.media and not p.tags and "#" not in p.text and not (p.metadata or {}).get("repost_of")
+    ]
+    if not untagged:
+        return
+    console.print("[bold]tags the stream suggested for untagged posts[/] (their hidden topic tags)")
+    with httpx.Client(timeout=30) as client:
+        for post in untagged[-5:]:  # the last ones had the most neighbours indexed before them
+            r = client.get(api_url(settings) + f"/v1/posts/{post.id}")
+            if r.status_code != 200:
+                continue
+            suggested = [t for item in r.json()["items"] for t in item.get("suggested_tags", [])]
+            truth = (post.metadata or {}).get("relevant_tags", [])
+            console.print(
+                f"   {post.id}: {', '.join(suggested) or '(none)'}  [dim]truth: {', '.join(truth)}"
+            )
+
+
 def run_demo(settings: Settings, *, limit: int, seed: int, serve: bool = True) -> int:
     from crossfeed.ops.engines import up
     from crossfeed.ops.produce import ensure_topics, produce
@@ -132,7 +156,8 @@ def run_demo(settings: Settings, *, limit: int, seed: int, serve: bool = True) -
         console.print(f"engine: {st.line()}")
     corpus = _ensure_corpus(settings, limit, seed, console)
     settings.stream.media_roots = corpus.media_roots
-    env = corpus_env(corpus.media_roots)
+    # The translation step: untagged images and videos get tags from their neighbours.
+    env = corpus_env(corpus.media_roots) | {"CROSSFEED_SUGGEST_TAGS": "1"}
     _ensure_head(settings, corpus, console)
     ensure_topics(settings.kafka)
     expected = expected_rows(corpus.posts)
@@ -154,8 +179,9 @@ def run_demo(settings: Settings, *, limit: int, seed: int, serve: bool = True) -
             console.print("[red]the API did not start; see the log above")
             return 1
         _example_queries(settings, console)
+        _example_suggestions(settings, corpus.posts, console)
         summary = {"posts": sent, "rows": rows, "expected_rows": expected, "api": api_url(settings)}
-        console.print(json.dumps(summary))
+        console.print(json.dumps(summary), soft_wrap=True)  # one parseable line
         console.print(f"[bold green]ready[/]: {api_url(settings)}  (Ctrl-C stops)")
         if not serve:
             return 0 if rows >= expected else 1
