@@ -264,8 +264,9 @@ class MilvusIndex(VectorIndex):
         if existing_dim != dim:
             raise IndexSchemaError(
                 f"collection {self._collection!r} stores {existing_dim}-dimensional vectors "
-                f"but the encoder produces {dim}; use another collection name "
-                "(CROSSFEED_COLLECTION) or re-index into a fresh one"
+                f"but the encoder produces {dim}: vectors of another model version; back-fill "
+                "this version into its own collection (crossfeed reindex --model-version V) and "
+                "set CROSSFEED_COLLECTION, or pin CROSSFEED_MODEL_VERSION to the collection's"
             )
         if not client.list_indexes(
             self._collection, field_name=VECTOR_FIELD, timeout=self._timeout
