@@ -125,6 +125,14 @@ class SearchRequest(BaseModel):
         return self
 
 
+class MomentSpan(BaseModel):
+    """Where in a video a hit is: one of its moments (see encoders/moments.py)."""
+
+    index: int = Field(description="the moment's number in the video, from 0")
+    start_s: float
+    end_s: float
+
+
 class SearchResult(BaseModel):
     id: str = Field(description="post id")
     score: float = Field(description="cosine similarity of the post's best item")
@@ -137,6 +145,9 @@ class SearchResult(BaseModel):
         description="tags the stream proposed for this media item (untagged posts only)",
     )
     media_ref: str | None
+    moment: MomentSpan | None = Field(
+        default=None, description="the matching part of a video, when a moment matched best"
+    )
     created_at: datetime
 
 
@@ -158,6 +169,7 @@ class PostItem(BaseModel):
     suggested_tags: list[str] = Field(
         default_factory=list, description="tags the stream proposed for this item"
     )
+    moment: MomentSpan | None = None
 
 
 class PostResponse(BaseModel):

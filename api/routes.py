@@ -33,7 +33,7 @@ from crossfeed.api.models import (
     SearchRequest,
     SearchResponse,
 )
-from crossfeed.api.search import Query, SearchContext, run_search
+from crossfeed.api.search import Query, SearchContext, moment_span, run_search
 from crossfeed.api.upload import read_json, read_upload_form
 from crossfeed.streams.schema import MAX_ID_CHARS, MAX_TEXT_CHARS
 
@@ -174,6 +174,7 @@ async def get_post(
                 media_ref=r.media_ref or None,
                 model_version=r.model_version,
                 suggested_tags=list(r.suggested_tags),
+                moment=moment_span(r),
             )
             for r in rows
         ],

@@ -22,17 +22,24 @@ from pydantic import ValidationError
 
 from crossfeed.api.cache import SearchCache, cache_key, normalize_text_query
 from crossfeed.api.exceptions import ModelVersionConflictError, NotFoundError
-from crossfeed.api.models import QueryKind, SearchFilters, SearchResponse, SearchResult
+from crossfeed.api.models import (
+    MomentSpan,
+    QueryKind,
+    SearchFilters,
+    SearchResponse,
+    SearchResult,
+)
 from crossfeed.encoders.base import Embedder
 from crossfeed.encoders.media import decode_image
+from crossfeed.encoders.moments import MAX_MOMENTS
 from crossfeed.indexer.base import Hit, IndexRow, SearchFilter, VectorIndex
 from crossfeed.ops.metrics import Metrics
 from crossfeed.streams.schema import MAX_MEDIA
 
 log = logging.getLogger(__name__)
 
-# A post has at most one text row and MAX_MEDIA media rows.
-ROWS_PER_POST = 1 + MAX_MEDIA
+# A post has at most one text row and MAX_MEDIA media rows, each video with its moments.
+ROWS_PER_POST = 1 + MAX_MEDIA * (1 + MAX_MOMENTS)
 # First try: 3 rows per wanted post covers the usual text+image post; only when the
 # dedupe leaves fewer than top_k posts is the search repeated with the worst case.
 OVERSAMPLE = 3
@@ -86,7 +93,12 @@ def best_per_post(hits: Sequence[Hit], top_k: int) -> list[Hit]:
     (ties: the lower item number, i.e. text before media); posts are ordered by
     that score, best first, and at most ``top_k`` are kept.
     """
-    ranked = sorted(hits, key=lambda h: (-h.score, h.row.post_id, h.row.item))
+
+    def order(h: Hit) -> tuple[float, str, int, int]:
+        moment = -1 if h.row.moment is None else h.row.moment  # the whole video first
+        return (-h.score, h.row.post_id, h.row.item, moment)
+
+    ranked = sorted(hits, key=order)
     seen: set[str] = set()
     best: list[Hit] = []
     for hit in ranked:
@@ -124,7 +136,11 @@ def query_row_for_post(
     """
     if not rows:
         raise NotFoundError(f"post {post_id!r} is not in the index")
-    usable = [r for r in rows if r.model_version == model_version and len(r.vector) > 0]
+    usable = [
+        r
+        for r in rows
+        if r.model_version == model_version and len(r.vector) > 0 and r.moment is None
+    ]
     if not usable:
         versions = sorted({r.model_version for r in rows})
         raise ModelVersionConflictError(
@@ -133,6 +149,12 @@ def query_row_for_post(
         )
     preferred = [r for r in usable if (r.modality != "text") == prefer_media]
     return min(preferred or usable, key=lambda r: r.item)
+
+
+def moment_span(row: IndexRow) -> MomentSpan | None:
+    if row.moment is None or row.start_ms is None or row.end_ms is None:
+        return None
+    return MomentSpan(index=row.moment, start_s=row.start_ms / 1000, end_s=row.end_ms / 1000)
 
 
 def _to_result(hit: Hit) -> SearchResult:
@@ -146,6 +168,7 @@ def _to_result(hit: Hit) -> SearchResult:
         tags=list(row.tags),
         suggested_tags=list(row.suggested_tags),
         media_ref=row.media_ref or None,
+        moment=moment_span(row),
         created_at=datetime.fromtimestamp(row.created_at_ms / 1000, tz=UTC),
     )
 

@@ -32,6 +32,19 @@ class Embedder(ABC):
     def embed_videos(self, videos: Sequence[Sequence[Image.Image]]) -> np.ndarray:
         """(n,) lists of decoded frames -> (n, dim) unit vectors (frames pooled)."""
 
+    def embed_video_moments(
+        self, frames: Sequence[Image.Image], groups: Sequence[Sequence[int]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One video's pooled vector ``(dim,)`` and one vector per group of frame
+        indices ``(len(groups), dim)``, each pooled like :meth:`embed_videos`.
+
+        This default embeds every clip separately; implementations with a frame
+        tower override it to run the tower once per frame.
+        """
+        clips = [list(frames)] + [[frames[i] for i in group] for group in groups]
+        out = np.asarray(self.embed_videos(clips), dtype=np.float32)
+        return out[0], out[1:]
+
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Row-wise unit vectors as float32, as every Embedder returns (a zero row stays zero)."""

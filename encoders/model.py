@@ -224,6 +224,18 @@ class SharedSpaceEmbedder(Embedder):
     def embed_videos(self, videos: Sequence[Sequence[Image.Image]]) -> np.ndarray:
         return self.project("video", self.video_features(videos))
 
+    def embed_video_moments(
+        self, frames: Sequence[Image.Image], groups: Sequence[Sequence[int]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The tower runs once per frame; the whole video and each group are pooled
+        from those features (as :meth:`video_features` pools) and projected together."""
+        if not frames:
+            raise MediaDecodeError("a video has no frames to embed")
+        feats = self.image_features(frames)  # (n_frames, image_dim)
+        pooled = [feats.mean(axis=0)] + [feats[list(g)].mean(axis=0) for g in groups]
+        out = self.project("video", np.stack(pooled).astype(np.float32))  # (1 + groups, dim)
+        return out[0], out[1:]
+
     def embed_video_frames(self, frames: Sequence[Image.Image]) -> np.ndarray:
         """(n_frames,) frames of one video -> (n_frames, dim) per-frame unit vectors.
 

@@ -255,6 +255,35 @@ def vocab_for_version(models_dir: Path, version: str) -> TagVocab | None:
     return vocab
 
 
+def _tag_head(embedder: Embedder, modality: str) -> tuple[Any, TagVocab] | None:
+    """The embedder's head for ``modality`` and its vocabulary, when that head is a
+    tag space with a saved vocabulary that matches its outputs; else None."""
+    heads = getattr(embedder, "heads", None)
+    models_dir = getattr(embedder, "models_dir", None)
+    head = heads.head_for(modality) if heads is not None else None
+    if head is None or models_dir is None or head.spec.kind != "tag_posterior":
+        return None
+    vocab = vocab_for_version(Path(models_dir), heads.version)  # type: ignore[union-attr]
+    # Outputs are the vocabulary's tags, then (optionally) one per tag topic.
+    if vocab is None or len(vocab) + vocab.n_topics != head.spec.out_dim:
+        return None
+    return head, vocab
+
+
+def _posteriors(head: Any, vocab: TagVocab, feats: np.ndarray) -> list[dict[str, float]]:
+    import torch
+
+    with torch.inference_mode():
+        probs = head.net.posterior(torch.from_numpy(feats)).float().numpy()
+    probs = probs[:, : len(vocab)]
+    return [dict(zip(vocab.tags, row.tolist(), strict=True)) for row in probs]
+
+
+def _features(embedder: Embedder, modality: str, media: Sequence[Any]) -> np.ndarray:
+    feats_fn = getattr(embedder, "image_features" if modality == "image" else "video_features")
+    return np.asarray(feats_fn(media), dtype=np.float32)
+
+
 def embed_media_with_posterior(
     embedder: Embedder, modality: str, media: Sequence[Any]
 ) -> tuple[np.ndarray, list[dict[str, float]] | None]:
@@ -267,22 +296,22 @@ def embed_media_with_posterior(
     """
     if modality not in ("image", "video"):
         raise InvalidInputError(f"cannot suggest tags for modality {modality!r}")
-    heads = getattr(embedder, "heads", None)
-    models_dir = getattr(embedder, "models_dir", None)
-    head = heads.head_for(modality) if heads is not None else None
-    if head is None or models_dir is None or head.spec.kind != "tag_posterior":
+    found = _tag_head(embedder, modality)
+    if found is None:
         fn = embedder.embed_images if modality == "image" else embedder.embed_videos
         return np.asarray(fn(media), dtype=np.float32), None
-    feats_fn = getattr(embedder, "image_features" if modality == "image" else "video_features")
-    feats = np.asarray(feats_fn(media), dtype=np.float32)
+    feats = _features(embedder, modality, media)
     vectors = embedder.project(modality, feats)  # type: ignore[attr-defined]
-    vocab = vocab_for_version(Path(models_dir), heads.version)  # type: ignore[union-attr]
-    # Outputs are the vocabulary's tags, then (optionally) one per tag topic.
-    if vocab is None or len(vocab) + vocab.n_topics != head.spec.out_dim:
-        return vectors, None
-    import torch
+    return vectors, _posteriors(*found, feats)
 
-    with torch.inference_mode():
-        probs = head.net.posterior(torch.from_numpy(feats)).float().numpy()  # type: ignore[operator]
-    probs = probs[:, : len(vocab)]
-    return vectors, [dict(zip(vocab.tags, row.tolist(), strict=True)) for row in probs]
+
+def media_posteriors(
+    embedder: Embedder, modality: str, media: Sequence[Any]
+) -> list[dict[str, float]] | None:
+    """Only the tag posteriors (None at once, computing nothing, without a tag head)."""
+    if modality not in ("image", "video"):
+        raise InvalidInputError(f"cannot suggest tags for modality {modality!r}")
+    found = _tag_head(embedder, modality)
+    if found is None:
+        return None
+    return _posteriors(*found, _features(embedder, modality, media))

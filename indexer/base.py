@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 class IndexRow:
     """One stored vector: an item (text, image or video) of one post."""
 
-    row_id: str  # "<post_id>:<modality>:<item>", the primary key
+    row_id: str  # "<post_id>:<modality>:<item>[:m<moment>]", the primary key
     post_id: str
     item: int
     modality: str  # "text" | "image" | "video"
@@ -28,6 +28,9 @@ class IndexRow:
     model_version: str
     media_ref: str
     suggested_tags: Sequence[str] = ()  # machine-proposed tags (media of untagged posts)
+    moment: int | None = None  # a video moment's number; None for a whole item
+    start_ms: int | None = None  # the moment's span in the video, milliseconds
+    end_ms: int | None = None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from crossfeed.indexer.schema import (
     MEDIA_REF_MAX_BYTES,
     MODALITY_MAX_BYTES,
     MODEL_VERSION_MAX_BYTES,
+    MOMENT_FIELDS,
     OPTIONAL_FIELDS,
     SCALAR_FIELDS,
     TAG_MAX_BYTES,
@@ -221,6 +222,8 @@ class MilvusIndex(VectorIndex):
             max_capacity=MAX_SUGGESTED_TAGS,
             max_length=TAG_MAX_BYTES,
         )
+        for name in ("moment", "start_ms", "end_ms"):  # -1 = not a moment
+            schema.add_field(name, DataType.INT64)
         return schema
 
     @property
@@ -308,6 +311,16 @@ class MilvusIndex(VectorIndex):
             raise IndexNotReadyError("call ensure_ready(dim) before using the index")
         dim = self._dim
         prepared = [prepare_row(r, dim) for r in rows]  # validate all first
+        if self._absent & MOMENT_FIELDS:
+            # A collection from before moments cannot tell them from whole videos.
+            kept = [r for r in prepared if r.moment is None]
+            if len(kept) < len(prepared):
+                log.info(
+                    "collection %s has no moment fields: %d video moment rows not stored",
+                    self._collection,
+                    len(prepared) - len(kept),
+                )
+            prepared = kept
         entities = [row_to_entity(r, self._absent) for r in prepared]
         written = 0
         for start in range(0, len(entities), UPSERT_CHUNK):

@@ -46,11 +46,17 @@ SCALAR_FIELDS: tuple[str, ...] = (
     "media_ref",
     "text",
     "suggested_tags",
+    "moment",
+    "start_ms",
+    "end_ms",
 )
 VECTOR_FIELD = "vector"
 # Fields added after the first release: a collection created before them still
 # works (without them) instead of refusing to start; everything else is required.
-OPTIONAL_FIELDS: frozenset[str] = frozenset({"suggested_tags"})
+OPTIONAL_FIELDS: frozenset[str] = frozenset({"suggested_tags", "moment", "start_ms", "end_ms"})
+MOMENT_FIELDS: frozenset[str] = frozenset({"moment", "start_ms", "end_ms"})
+# Stored for "not a moment" (Milvus 2.3 scalar fields cannot be null).
+NO_MOMENT = -1
 
 
 def truncate_utf8(value: str, max_bytes: int) -> str:
@@ -110,6 +116,7 @@ def prepare_row(row: IndexRow, dim: int) -> IndexRow:
             f"{len(row.suggested_tags)} suggested tags, the limit is {MAX_SUGGESTED_TAGS}"
         )
     suggested = [truncate_utf8(t, TAG_MAX_BYTES) for t in row.suggested_tags]
+    _check_moment(row)
     return replace(
         row,
         vector=check_vector(row.vector, dim, f"row {row.row_id!r}"),
@@ -122,6 +129,28 @@ def prepare_row(row: IndexRow, dim: int) -> IndexRow:
         media_ref=truncate_utf8(row.media_ref or "", MEDIA_REF_MAX_BYTES),
         suggested_tags=suggested,
     )
+
+
+def _check_moment(row: IndexRow) -> None:
+    span = (row.moment, row.start_ms, row.end_ms)
+    if all(v is None for v in span):
+        return
+    if any(v is None for v in span):
+        raise InvalidRowError(f"row {row.row_id!r}: a moment needs moment, start_ms and end_ms")
+    assert row.moment is not None and row.start_ms is not None and row.end_ms is not None
+    if row.modality != "video":
+        raise InvalidRowError(f"row {row.row_id!r}: only videos have moments")
+    if row.moment < 0 or row.start_ms < 0 or row.end_ms < row.start_ms:
+        raise InvalidRowError(f"row {row.row_id!r}: invalid moment span {span}")
+
+
+def _stored(value: int | None) -> int:
+    return NO_MOMENT if value is None else int(value)
+
+
+def _loaded(value: object) -> int | None:
+    number = int(value) if value is not None else NO_MOMENT  # type: ignore[call-overload]
+    return None if number < 0 else number
 
 
 def row_to_entity(row: IndexRow, absent: frozenset[str] = frozenset()) -> dict[str, object]:
@@ -141,6 +170,9 @@ def row_to_entity(row: IndexRow, absent: frozenset[str] = frozenset()) -> dict[s
         "media_ref": row.media_ref,
         "text": row.text,
         "suggested_tags": list(row.suggested_tags),
+        "moment": _stored(row.moment),
+        "start_ms": _stored(row.start_ms),
+        "end_ms": _stored(row.end_ms),
     }
     for name in absent & OPTIONAL_FIELDS:
         entity.pop(name, None)
@@ -167,4 +199,7 @@ def entity_to_row(entity: dict[str, object]) -> IndexRow:
             str(t)
             for t in (entity.get("suggested_tags") or [])  # type: ignore[attr-defined]
         ),
+        moment=_loaded(entity.get("moment")),
+        start_ms=_loaded(entity.get("start_ms")),
+        end_ms=_loaded(entity.get("end_ms")),
     )

@@ -24,10 +24,13 @@ log = logging.getLogger(__name__)
 EXAMPLE_QUERIES = ("cute cat", "flowers", "a car on the road", "music", "food")
 # Stop waiting for the index when it has not grown for this long after the last post.
 _STALL_S = 60.0
+# Once the expected rows are in, wait this long without growth for the last moments.
+_SETTLE_S = 5.0
 
 
 def expected_rows(posts: list[Post]) -> int:
-    """Rows the index should hold once the corpus is in: reposts are not embedded."""
+    """Rows the index should hold at least once the corpus is in: reposts are not
+    embedded; videos long enough for moments add a row per moment on top."""
     rows = 0
     for post in posts:
         if (post.metadata or {}).get("repost_of"):
@@ -90,7 +93,9 @@ def _wait_indexed(settings: Settings, expected: int, console: Console) -> tuple[
             bar.update(task, completed=min(n, expected))
             if n != last:
                 last, last_growth = n, time.monotonic()
-            if n >= expected or time.monotonic() - last_growth > _STALL_S:
+            quiet = time.monotonic() - last_growth
+            # Video moments add rows beyond ``expected``: done once it is reached and quiet.
+            if (n >= expected and quiet > _SETTLE_S) or quiet > _STALL_S:
                 break
             time.sleep(1.0)
     index.close()

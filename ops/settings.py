@@ -80,6 +80,10 @@ class EncoderSettings(_Base):
     # Video: N frames per second, capped; keyframes only when fps <= 0.
     video_fps: float = Field(default=1.0, alias="CROSSFEED_VIDEO_FPS")
     video_max_frames: int = Field(default=16, alias="CROSSFEED_VIDEO_MAX_FRAMES")
+    # Video moments: windows of at least this many seconds get their own vectors, so a
+    # query finds where in a video it matches (0 = whole videos only). A few seconds is
+    # about one shot of a short social video; not tuned (no labelled moment data).
+    video_moment_s: float = Field(default=4.0, ge=0.0, alias="CROSSFEED_VIDEO_MOMENT_S")
     max_media_bytes: int = Field(default=20 * 1024 * 1024, alias="CROSSFEED_MAX_MEDIA_BYTES")
     max_image_pixels: int = Field(default=40_000_000, alias="CROSSFEED_MAX_IMAGE_PIXELS")
 

@@ -145,6 +145,7 @@ def build_pipeline(
             )
         pipe.embed = EmbedStage(
             suggester=suggester,
+            moment_s=settings.encoder.video_moment_s,
             embedder=embedder if embedder is not None else load,
             fetcher=fetcher
             or MediaFetcher(

@@ -30,7 +30,8 @@ import numpy as np
 from PIL import Image
 
 from crossfeed.encoders.base import Embedder
-from crossfeed.encoders.translate import embed_media_with_posterior
+from crossfeed.encoders.moments import Moment, segment_moments
+from crossfeed.encoders.translate import embed_media_with_posterior, media_posteriors
 from crossfeed.ops.metrics import Metrics
 from crossfeed.ops.settings import KafkaSettings
 from crossfeed.streams.exceptions import MediaError
@@ -57,6 +58,7 @@ class PreparedPost:
     text: str  # "" = no text vector
     images: list[tuple[int, str, Image.Image]] = field(default_factory=list)  # item, ref, image
     videos: list[tuple[int, str, list[Image.Image]]] = field(default_factory=list)
+    moments: dict[int, list[Moment]] = field(default_factory=dict)  # video item -> its moments
 
 
 @dataclass
@@ -85,6 +87,7 @@ class EmbedStage:
         executor: Executor | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         suggester: TagSuggestStep | None = None,
+        moment_s: float = 0.0,
     ) -> None:
         self._embedder: Embedder | None = embedder if isinstance(embedder, Embedder) else None
         self._embedder_factory = None if isinstance(embedder, Embedder) else embedder
@@ -98,6 +101,7 @@ class EmbedStage:
         self._executor = executor or ThreadPoolExecutor(4, thread_name_prefix="crossfeed-embed")
         self._clock = clock
         self._suggester = suggester
+        self._moment_s = moment_s  # 0 = whole videos only
 
     def close(self) -> None:
         if self._suggester is not None:
@@ -174,7 +178,9 @@ class EmbedStage:
                 if item.kind == "image":
                     out.images.append((number, ref, decode_image_bytes(data, self._limits)))
                 else:
-                    out.videos.append((number, ref, decode_video_bytes(data, self._limits)))
+                    timed = decode_video_bytes(data, self._limits)
+                    out.videos.append((number, ref, [frame for _, frame in timed]))
+                    out.moments[number] = segment_moments([t for t, _ in timed], self._moment_s)
             except Exception as exc:  # any failure of one item sinks the post, never the batch
                 raise MediaError(f"media {number} ({item.kind}, {ref}): {exc}") from exc
         return out
@@ -203,42 +209,30 @@ class EmbedStage:
         return records
 
     def _embed_posts(self, embedder: Embedder, prepared: list[PreparedPost]) -> list[VectorRecord]:
-        """One embedder call per modality for the whole batch (blocking; runs in the pool)."""
+        """One embedder call per modality for the whole batch, one per video (its frames
+        and moments share one tower pass). Blocking; runs in the pool."""
         texts = [(p, 0, None, p.text) for p in prepared if p.text]
         images = [(p, n, ref, img) for p in prepared for n, ref, img in p.images]
         videos = [(p, n, ref, frames) for p in prepared for n, ref, frames in p.videos]
         records: list[VectorRecord] = []
         now = self._clock()
-        jobs: list[tuple[Modality, list[Any], Callable[[Any], np.ndarray]]] = [
-            ("text", texts, embedder.embed_texts),
-            ("image", images, embedder.embed_images),
-            ("video", videos, embedder.embed_videos),
+        jobs: list[tuple[Modality, list[Any]]] = [
+            ("text", texts),
+            ("image", images),
+            ("video", videos),
         ]
-        for modality, items, fn in jobs:
+        for modality, items in jobs:
             if not items:
                 continue
-            suggest = self._suggester is not None and any(
-                TagSuggestStep.wants(x[0].clean) for x in items
-            )
+            suggest = modality != "text" and any(self._wants_tags(x[0]) for x in items)
             started = time.perf_counter()
-            posteriors: list[dict[str, float]] | None = None
-            if suggest and modality != "text":
-                # Same vectors as ``fn``, plus the head's tag posterior when it has one.
-                vectors, posteriors = embed_media_with_posterior(
-                    embedder, modality, [x[3] for x in items]
-                )
-            else:
-                vectors = np.asarray(fn([x[3] for x in items]), dtype=np.float32)
+            vectors, posteriors, moments = self._vectors(embedder, modality, items, suggest)
             self._metrics.embed_batch_seconds.labels(modality=modality).observe(
                 time.perf_counter() - started
             )
-            if vectors.ndim != 2 or vectors.shape[0] != len(items) or vectors.shape[1] < 1:
-                raise ValueError(f"{modality} embedder returned shape {vectors.shape}")
-            if not np.isfinite(vectors).all():
-                raise ValueError(f"{modality} embedder returned non-finite values")
             for i, ((post, number, ref, _), vector) in enumerate(zip(items, vectors, strict=True)):
                 record = self._record(post.clean, number, modality, ref, vector, embedder, now)
-                if suggest and modality != "text" and TagSuggestStep.wants(post.clean):
+                if suggest and self._wants_tags(post):
                     assert self._suggester is not None
                     record.suggested_tags = self._suggester.suggest(
                         record.vector,
@@ -248,8 +242,50 @@ class EmbedStage:
                         posterior=posteriors[i] if posteriors else None,
                     )
                 records.append(record)
+                for moment, moment_vector in moments.get(i, []):
+                    records.append(
+                        record.model_copy(
+                            update={
+                                "vector": [float(x) for x in moment_vector],
+                                "moment": moment.index,
+                                "start_s": moment.start_s,
+                                "end_s": moment.end_s,
+                            }
+                        )
+                    )
             self._metrics.embedded.labels(modality=modality).inc(len(items))
         return records
+
+    def _wants_tags(self, post: PreparedPost) -> bool:
+        return self._suggester is not None and TagSuggestStep.wants(post.clean)
+
+    @staticmethod
+    def _vectors(
+        embedder: Embedder, modality: Modality, items: list[Any], suggest: bool
+    ) -> tuple[np.ndarray, list[dict[str, float]] | None, dict[int, list[tuple[Moment, Any]]]]:
+        """(n, dim) item vectors, tag posteriors (only when suggesting with a tag head),
+        and per video item index its moments with their vectors."""
+        media = [x[3] for x in items]
+        posteriors: list[dict[str, float]] | None = None
+        moments: dict[int, list[tuple[Moment, Any]]] = {}
+        if modality == "text":
+            vectors = np.asarray(embedder.embed_texts(media), dtype=np.float32)
+        elif modality == "image" and suggest:
+            # Same vectors as embed_images, plus the head's tag posterior when it has one.
+            vectors, posteriors = embed_media_with_posterior(embedder, "image", media)
+        elif modality == "image":
+            vectors = np.asarray(embedder.embed_images(media), dtype=np.float32)
+        else:
+            pooled = []
+            for i, (post, number, _, frames) in enumerate(items):
+                spans = post.moments.get(number, [])
+                whole, parts = embedder.embed_video_moments(frames, [m.frames for m in spans])
+                pooled.append(whole)
+                moments[i] = list(zip(spans, _checked(np.asarray(parts), len(spans)), strict=True))
+            vectors = np.stack(pooled).astype(np.float32)
+            if suggest:
+                posteriors = media_posteriors(embedder, "video", media)
+        return _checked(vectors, len(items), modality), posteriors, moments
 
     @staticmethod
     def _record(
@@ -276,3 +312,14 @@ class EmbedStage:
             lang=post.lang,
             media_ref=ref,
         )
+
+
+def _checked(vectors: np.ndarray, rows: int, what: str = "moment") -> np.ndarray:
+    """``vectors`` when it is ``(rows, dim)`` and finite, else ValueError."""
+    if rows == 0:
+        return vectors
+    if vectors.ndim != 2 or vectors.shape[0] != rows or vectors.shape[1] < 1:
+        raise ValueError(f"{what} embedder returned shape {vectors.shape}")
+    if not np.isfinite(vectors).all():
+        raise ValueError(f"{what} embedder returned non-finite values")
+    return vectors

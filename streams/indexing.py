@@ -77,6 +77,9 @@ def to_index_row(record: VectorRecord) -> IndexRow:
         model_version=record.model_version,
         media_ref=record.media_ref or "",
         suggested_tags=list(record.suggested_tags),
+        moment=record.moment,
+        start_ms=None if record.start_s is None else round(record.start_s * 1000),
+        end_ms=None if record.end_s is None else round(record.end_s * 1000),
     )
 
 

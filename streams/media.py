@@ -312,8 +312,9 @@ def decode_image_bytes(data: bytes, limits: DecodeLimits) -> Image.Image:
     return decode_image(data, limits.max_bytes, limits.max_pixels)
 
 
-def decode_video_bytes(data: bytes, limits: DecodeLimits) -> list[Image.Image]:
-    """Sampled RGB frames of a video; raises ``MediaDecodeError`` (encoders) when undecodable."""
+def decode_video_bytes(data: bytes, limits: DecodeLimits) -> list[tuple[float, Image.Image]]:
+    """Sampled ``(timestamp_s, RGB frame)`` pairs of a video, in time order; raises
+    ``MediaDecodeError`` (encoders) when undecodable."""
     from crossfeed.encoders.media import decode_video
 
     frames = decode_video(
@@ -323,4 +324,4 @@ def decode_video_bytes(data: bytes, limits: DecodeLimits) -> list[Image.Image]:
         limits.max_bytes,
         max_pixels=limits.max_pixels,
     )
-    return [image for _, image in frames]
+    return list(frames)

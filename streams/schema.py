@@ -128,15 +128,32 @@ class VectorRecord(BaseModel):
     # Tags proposed by the stream's translation step for media of untagged posts
     # (best first); never mixed into ``tags``, which stay what the author wrote.
     suggested_tags: list[str] = Field(default_factory=list, max_length=MAX_SUGGESTED_TAGS)
+    # A video moment (see encoders/moments.py): which one, and its time span in the
+    # video; all None for a whole item.
+    moment: int | None = Field(default=None, ge=0)
+    start_s: float | None = Field(default=None, ge=0)
+    end_s: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _moment_fields(self) -> VectorRecord:
+        given = (self.moment is not None, self.start_s is not None, self.end_s is not None)
+        if any(given) and not all(given):
+            raise ValueError("a moment needs moment, start_s and end_s together")
+        if self.moment is not None and self.modality != "video":
+            raise ValueError("only videos have moments")
+        if self.start_s is not None and self.end_s is not None and self.end_s < self.start_s:
+            raise ValueError("a moment cannot end before it starts")
+        return self
 
     @property
     def row_id(self) -> str:
         """Primary key in the index: stable across retries, so upserts are idempotent."""
-        return row_id(self.post_id, self.modality, self.item)
+        return row_id(self.post_id, self.modality, self.item, self.moment)
 
 
-def row_id(post_id: str, modality: str, item: int) -> str:
-    return f"{post_id}:{modality}:{item}"
+def row_id(post_id: str, modality: str, item: int, moment: int | None = None) -> str:
+    base = f"{post_id}:{modality}:{item}"
+    return base if moment is None else f"{base}:m{moment}"
 
 
 class DeadLetter(BaseModel):

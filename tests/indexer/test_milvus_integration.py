@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -179,6 +180,24 @@ def test_suggested_tags_are_stored_apart_from_tags(index: MilvusIndex) -> None:
     assert index.search(_row("p", 1, "image").vector, 1, SearchFilter(tags=("sunset",))) == []
 
 
+def test_video_moments_keep_their_spans(index: MilvusIndex) -> None:
+    whole = _row("v", 1, "video")
+    moments = [
+        replace(
+            _row("v", 1, "video", moment=k, start_ms=4000 * k, end_ms=4000 * (k + 1)),
+            row_id=f"v:video:1:m{k}",
+            vector=_unit(100 + k),
+        )
+        for k in range(3)
+    ]
+    assert index.upsert([whole, *moments]) == 4
+    stored = {r.row_id: r for r in index.get_post("v")}
+    assert stored["v:video:1"].moment is None and stored["v:video:1"].start_ms is None
+    assert (stored["v:video:1:m2"].moment, stored["v:video:1:m2"].end_ms) == (2, 12000)
+    [hit] = index.search(_unit(101), 1, SearchFilter(modalities=("video",)))
+    assert (hit.row.row_id, hit.row.start_ms, hit.row.end_ms) == ("v:video:1:m1", 4000, 8000)
+
+
 def test_collection_from_before_suggested_tags_still_serves(
     engines: object, unique_name: Callable[[str], str]
 ) -> None:
@@ -186,8 +205,9 @@ def test_collection_from_before_suggested_tags_still_serves(
     settings = MilvusSettings(CROSSFEED_COLLECTION=unique_name("old_schema"))
     old = MilvusIndex(settings, consistency_level="Strong")
     today = old._schema(DIM)
+    newer = {"suggested_tags", "moment", "start_ms", "end_ms"}
     schema = CollectionSchema(
-        [f for f in today.fields if f.name != "suggested_tags"], enable_dynamic_field=False
+        [f for f in today.fields if f.name not in newer], enable_dynamic_field=False
     )
     client = old._connect()
     try:
@@ -199,9 +219,12 @@ def test_collection_from_before_suggested_tags_still_serves(
         index = MilvusIndex(settings, consistency_level="Strong")
         index.ensure_ready(DIM)
         row = _row("p", 1, "image", suggested_tags=("sunset",))
-        assert index.upsert([row]) == 1
+        moment = _row("v", 1, "video", moment=0, start_ms=0, end_ms=4000)
+        moment = replace(moment, row_id=moment.row_id + ":m0")
+        assert index.upsert([row, moment]) == 1  # the moment cannot be told apart: not stored
         [stored] = index.get_post("p")
         assert list(stored.suggested_tags) == []  # not stored, and nothing failed
+        assert index.get_post("v") == []
         assert index.search(row.vector, 1, SearchFilter())[0].row.post_id == "p"
         index.close()
     finally:

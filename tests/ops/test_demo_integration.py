@@ -64,7 +64,7 @@ def test_demo_indexes_its_corpus_and_answers(
     assert main(["demo", "--limit", "60", "--no-serve"]) == 0
     out = capsys.readouterr().out
     summary = json.loads(next(line for line in out.splitlines() if line.startswith('{"posts"')))
-    assert summary["rows"] == summary["expected_rows"] > 60
+    assert summary["rows"] >= summary["expected_rows"] > 60  # + video moments
     assert "ready" in out
     # Every example query printed hits (a score line under it).
     assert len(re.findall(r"^\s+\d\.\d{3} (image|video)", out, flags=re.M)) >= 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from typing import Any
 
@@ -19,27 +19,54 @@ def make_png(color: tuple[int, int, int] = (200, 30, 30), size: int = 16) -> byt
     return buf.getvalue()
 
 
-def make_mp4(color: tuple[int, int, int] = (20, 160, 40), frames: int = 6, size: int = 32) -> bytes:
-    """A tiny H.264 MP4 (or MPEG-4 Part 2 where no H.264 encoder is built in)."""
+def _encode_mp4(arrays: Iterable[Any], rate: int, size: int) -> bytes:
+    """H.264 MP4 (or MPEG-4 Part 2 where no H.264 encoder is built in) of RGB arrays."""
     import av
-    import numpy as np
 
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as container:
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        stream = container.add_stream(codec, rate=5)
+        stream = container.add_stream(codec, rate=rate)
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
-        stream.time_base = Fraction(1, 5)
-        for i in range(frames):
-            arr = np.full((size, size, 3), color, dtype=np.uint8)
-            arr[: (i % size) + 1, :, :] = 255 - np.array(color, dtype=np.uint8)
+        stream.time_base = Fraction(1, rate)
+        for arr in arrays:
             frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return buf.getvalue()
+
+
+def make_mp4(color: tuple[int, int, int] = (20, 160, 40), frames: int = 6, size: int = 32) -> bytes:
+    """A tiny 5 fps video of ``color`` with a growing stripe of its inverse."""
+    import numpy as np
+
+    def arrays() -> Iterator[Any]:
+        for i in range(frames):
+            arr = np.full((size, size, 3), color, dtype=np.uint8)
+            arr[: (i % size) + 1, :, :] = 255 - np.array(color, dtype=np.uint8)
+            yield arr
+
+    return _encode_mp4(arrays(), 5, size)
+
+
+def make_segmented_mp4(
+    colors: list[tuple[int, int, int]], seconds_each: float = 3.0, rate: int = 5, size: int = 32
+) -> bytes:
+    """A video showing each colour in turn for ``seconds_each`` (flat frames)."""
+    import numpy as np
+
+    return _encode_mp4(
+        (
+            np.full((size, size, 3), color, dtype=np.uint8)
+            for color in colors
+            for _ in range(int(seconds_each * rate))
+        ),
+        rate,
+        size,
+    )
 
 
 def b64(data: bytes) -> str:
@@ -94,3 +121,43 @@ def video_media() -> Callable[..., dict[str, Any]]:
         return {"kind": "video", "data_base64": b64(data if data is not None else make_mp4())}
 
     return build
+
+
+@pytest.fixture
+def segmented_mp4() -> Callable[..., bytes]:
+    return make_segmented_mp4
+
+
+async def run_embed_stage(
+    embedder: Any, values: list[bytes], *, metrics: Any = None, **stage_kwargs: Any
+) -> list[Any]:
+    """One batch through a real EmbedStage (default settings, recording publisher);
+    returns the vector records it published."""
+    from crossfeed.ops.metrics import Metrics
+    from crossfeed.ops.settings import KafkaSettings, Settings
+    from crossfeed.streams.embed import EmbedStage
+    from crossfeed.streams.media import DecodeLimits, MediaFetcher, MediaPolicy
+    from crossfeed.streams.schema import VectorRecord
+    from crossfeed.streams.stages import RecordingPublisher
+
+    settings, topics, pub = Settings(), KafkaSettings(), RecordingPublisher()
+    stage = EmbedStage(
+        embedder=embedder,
+        fetcher=MediaFetcher(MediaPolicy.from_settings(settings)),
+        limits=DecodeLimits.from_settings(settings),
+        publisher=pub,
+        topics=topics,
+        metrics=metrics or Metrics(),
+        **stage_kwargs,
+    )
+    try:
+        await stage.handle_batch(values)
+    finally:
+        stage.close()
+    return [VectorRecord.model_validate_json(v) for _, v in pub.on(topics.topic_vectors)]
+
+
+@pytest.fixture
+def embed_batch() -> Callable[..., Any]:
+    """``await embed_batch(embedder, values, moment_s=..., suggester=...)`` -> vector records."""
+    return run_embed_stage

@@ -203,6 +203,8 @@ def test_decode_helpers(png, mp4) -> None:  # type: ignore[no-untyped-def]
     assert decode_image_bytes(png(), LIMITS).size == (16, 16)
     frames = decode_video_bytes(mp4(frames=10), LIMITS)
     assert 1 <= len(frames) <= LIMITS.video_max_frames
+    times = [t for t, _ in frames]
+    assert times == sorted(times) and times[0] >= 0
     with pytest.raises(MediaDecodeError):
         decode_image_bytes(png()[:40], LIMITS)
     with pytest.raises(MediaDecodeError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,9 +18,7 @@ from crossfeed.indexer.exceptions import IndexUnavailableError
 from crossfeed.indexer.memory import InMemoryIndex
 from crossfeed.ops.metrics import Metrics
 from crossfeed.ops.settings import KafkaSettings, Settings, StreamSettings
-from crossfeed.streams.embed import EmbedStage
-from crossfeed.streams.media import DecodeLimits, MediaFetcher, MediaPolicy
-from crossfeed.streams.schema import CleanPost, Post, VectorRecord
+from crossfeed.streams.schema import CleanPost, Post
 from crossfeed.streams.stages import RecordingPublisher
 from crossfeed.streams.suggest import SuggestConfig, TagSuggestStep
 
@@ -164,35 +162,20 @@ def _clean(post_id: str, hashtags: list[str], media: list[dict[str, Any]], text:
 
 
 async def test_embed_stage_adds_suggestions_to_untagged_media_only(
-    embedder: HashingEmbedder, index: InMemoryIndex
+    embedder: HashingEmbedder, index: InMemoryIndex, embed_batch: Callable[..., Any]
 ) -> None:
-    settings = Settings()
-    settings.stream = StreamSettings(CROSSFEED_SUGGEST_TAGS=True)
-    pub = RecordingPublisher()
     metrics = Metrics()
-    stage = EmbedStage(
-        embedder=embedder,
-        fetcher=MediaFetcher(MediaPolicy.from_settings(settings)),
-        limits=DecodeLimits.from_settings(settings),
-        publisher=pub,
-        topics=TOPICS,
+    published = await embed_batch(
+        embedder,
+        [
+            _clean("untagged", [], [{"kind": "image", "data_base64": _png(RED)}], "look"),
+            _clean("tagged", ["beach"], [{"kind": "image", "data_base64": _png(BLUE)}]),
+        ],
         metrics=metrics,
         suggester=TagSuggestStep(index, metrics, SuggestConfig(neighbours=3)),
     )
-    try:
-        report = await stage.handle_batch(
-            [
-                _clean("untagged", [], [{"kind": "image", "data_base64": _png(RED)}], "look"),
-                _clean("tagged", ["beach"], [{"kind": "image", "data_base64": _png(BLUE)}]),
-            ]
-        )
-    finally:
-        stage.close()
-    assert report.vectors == 4  # two texts (one from hashtags alone), two images
-    records = {
-        (r.post_id, r.modality): r
-        for r in (VectorRecord.model_validate_json(v) for _, v in pub.on(TOPICS.topic_vectors))
-    }
+    assert len(published) == 4  # two texts (one from hashtags alone), two images
+    records = {(r.post_id, r.modality): r for r in published}
     assert set(records["untagged", "image"].suggested_tags) >= {"sunset", "sky"}
     assert records["untagged", "text"].suggested_tags == []  # text is not translated
     assert records["tagged", "image"].suggested_tags == []  # the author's tags stand
