@@ -138,7 +138,7 @@ def _emit(report: Any, args: argparse.Namespace, out: Path) -> int:
 
 
 def _split(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
-    from crossfeed.ops.bench_report import BenchError
+    from crossfeed.ops.exceptions import BenchError
 
     items = [v.strip() for v in value.split(",") if v.strip()]
     unknown = sorted(set(items) - set(allowed))
@@ -188,8 +188,8 @@ def _encoders(args: argparse.Namespace, settings: Any, corpus: Any) -> tuple[Any
 
 def _check_engines(settings: Any) -> None:
     """ingest/query need the configured engines; say which one is missing, up front."""
-    from crossfeed.ops.bench_report import BenchError
     from crossfeed.ops.engines import status
+    from crossfeed.ops.exceptions import BenchError
 
     down = [st.name for st in status(settings) if not st.reachable]
     if down:
@@ -283,7 +283,7 @@ def _query_existing(args: argparse.Namespace, base: Any, out: Path) -> Any:
     """Query ``--collection`` as it is; only the cache keys are private (and removed)."""
     from crossfeed.ops.bench_live import BenchNames, RowProbe, bench_settings, delete_keys
     from crossfeed.ops.bench_query import run_query_bench
-    from crossfeed.ops.bench_report import BenchError
+    from crossfeed.ops.exceptions import BenchError
 
     if not _COLLECTION_NAME.match(args.collection):
         raise BenchError(f"invalid collection name {args.collection!r}")
@@ -364,7 +364,7 @@ def _cmd_all(args: argparse.Namespace) -> int:
     settings = _settings()
     skip = set(_split(args.skip, PARTS, "part(s)"))
     if skip >= set(PARTS):
-        from crossfeed.ops.bench_report import BenchError
+        from crossfeed.ops.exceptions import BenchError
 
         raise BenchError("nothing to run: every part is skipped")
     if {"ingest", "query"} - skip:

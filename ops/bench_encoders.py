@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from crossfeed.ops.bench_corpus import modality
-from crossfeed.ops.bench_report import BenchError, BenchReport, Table, ratio, summarize
+from crossfeed.ops.bench_report import BenchReport, Table, ratio, summarize
 from crossfeed.ops.corpus import CorpusResult
+from crossfeed.ops.exceptions import BenchError
 from crossfeed.ops.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from crossfeed.ops.bench_report import BenchError, BenchReport, Table, free_port, summarize
+from crossfeed.ops.bench_report import BenchReport, Table, free_port, summarize
+from crossfeed.ops.exceptions import BenchError
 from crossfeed.ops.settings import (
     KafkaSettings,
     MilvusSettings,

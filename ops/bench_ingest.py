@@ -35,7 +35,8 @@ from typing import Any
 
 from crossfeed.ops.bench_corpus import expected_rows, modality, unique_posts
 from crossfeed.ops.bench_live import LivePipeline
-from crossfeed.ops.bench_report import BenchError, BenchReport, Table, rate, ratio, summarize
+from crossfeed.ops.bench_report import BenchReport, Table, rate, ratio, summarize
+from crossfeed.ops.exceptions import BenchError
 from crossfeed.streams.schema import Post
 
 log = logging.getLogger(__name__)

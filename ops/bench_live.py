@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crossfeed.ops.bench_report import BenchError
+from crossfeed.ops.exceptions import BenchError
 from crossfeed.ops.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from crossfeed.ops.bench_corpus import modality
-from crossfeed.ops.bench_report import BenchError, BenchReport, Table, free_port, ratio, summarize
+from crossfeed.ops.bench_report import BenchReport, Table, free_port, ratio, summarize
+from crossfeed.ops.exceptions import BenchError
 from crossfeed.ops.settings import Settings
 from crossfeed.streams.schema import Post
 

@@ -25,10 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crossfeed.ops.exceptions import OpsError
-
 __all__ = [
-    "BenchError",
     "BenchReport",
     "Table",
     "environment",
@@ -43,10 +40,6 @@ __all__ = [
 ]
 
 REPORT_VERSION = 1
-
-
-class BenchError(OpsError):
-    """A benchmark could not run (an engine missing, a worker died, nothing indexed)."""
 
 
 # --------------------------------------------------------------------------- statistics

@@ -33,3 +33,13 @@ class BinaryIntegrityError(OpsError):
     """
 
     retriable = False
+
+
+class ProduceError(OpsError):
+    """Kafka did not accept some posts (broker down, timeout, rejected write)."""
+
+    retriable = True
+
+
+class BenchError(OpsError):
+    """A benchmark could not run (an engine missing, a worker died, nothing indexed)."""

@@ -18,7 +18,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from crossfeed.exceptions import CrossfeedError, InvalidInputError
+from crossfeed.exceptions import InvalidInputError
+from crossfeed.ops.exceptions import ProduceError
 from crossfeed.ops.settings import KafkaSettings
 from crossfeed.streams.schema import Post
 
@@ -28,12 +29,6 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 1_000_000
 # Error code Kafka returns when CreateTopics names an existing topic.
 _TOPIC_ALREADY_EXISTS = 36
-
-
-class ProduceError(CrossfeedError):
-    """Kafka did not accept some posts (broker down, timeout, rejected write)."""
-
-    retriable = True
 
 
 def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from crossfeed.ops.bench_ingest import FreshnessTracker, split_phases
 from crossfeed.ops.bench_live import BenchNames, bench_settings, worker_env
 from crossfeed.ops.bench_query import text_queries
 from crossfeed.ops.bench_report import (
-    BenchError,
     BenchReport,
     Table,
     fmt,
@@ -34,6 +33,7 @@ from crossfeed.ops.bench_report import (
     summarize,
     write_report,
 )
+from crossfeed.ops.exceptions import BenchError
 from crossfeed.ops.settings import Settings
 from crossfeed.streams.schema import MediaItem, Post
 

@@ -15,9 +15,9 @@ import pytest
 
 from crossfeed.exceptions import InvalidInputError
 from crossfeed.ops import produce as produce_mod
+from crossfeed.ops.exceptions import ProduceError
 from crossfeed.ops.produce import (
     MAX_MESSAGE_BYTES,
-    ProduceError,
     _encode,
     client_kwargs,
     ensure_topics,
