@@ -109,9 +109,13 @@ class StreamSettings(_Base):
     suggest_tags: bool = Field(default=False, alias="CROSSFEED_SUGGEST_TAGS")
     suggest_top_k: int = Field(default=5, ge=1, le=16, alias="CROSSFEED_SUGGEST_TOP_K")
     # A suggestion's score is its weighted share of the neighbours' votes (mixed with
-    # p(tag) for a tag head); below 0.1 fewer than a tenth of the evidence backs it.
+    # p(tag) for a tag head). 0.4 maximised F0.5 (precision-weighted) of the emitted tags
+    # on a validation carve-out of the clipart train split (split seed 0, `crossfeed eval
+    # clipart`), for the tag space and for ridge alike: tag space validation F0.5 0.53
+    # (0.1: 0.32). On test it emits 1.6 tags per item at precision 0.57, recall 0.48,
+    # for 84 % of the media; plain top-5 (0): precision 0.24, recall 0.63.
     suggest_min_score: float = Field(
-        default=0.1, ge=0.0, le=1.0, alias="CROSSFEED_SUGGEST_MIN_SCORE"
+        default=0.4, ge=0.0, le=1.0, alias="CROSSFEED_SUGGEST_MIN_SCORE"
     )
     suggest_neighbours: int = Field(default=20, ge=1, le=200, alias="CROSSFEED_SUGGEST_NEIGHBOURS")
 

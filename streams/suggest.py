@@ -25,19 +25,21 @@ from dataclasses import dataclass
 from crossfeed.encoders.translate import suggest_tags_for_media
 from crossfeed.indexer.base import VectorIndex
 from crossfeed.ops.metrics import Metrics
-from crossfeed.ops.settings import Settings
+from crossfeed.ops.settings import Settings, StreamSettings
 from crossfeed.streams.schema import CleanPost
 
 log = logging.getLogger(__name__)
 
+_STREAM_DEFAULTS = StreamSettings.model_fields
+
 
 @dataclass(frozen=True)
 class SuggestConfig:
-    """See ``StreamSettings.suggest_*`` for why each default was chosen."""
+    """The defaults are ``StreamSettings.suggest_*``'s, which say why each was chosen."""
 
-    top_k: int = 5
-    min_score: float = 0.1
-    neighbours: int = 20
+    top_k: int = _STREAM_DEFAULTS["suggest_top_k"].default
+    min_score: float = _STREAM_DEFAULTS["suggest_min_score"].default
+    neighbours: int = _STREAM_DEFAULTS["suggest_neighbours"].default
     pause_s: float = 30.0  # after an index failure; long enough for an engine restart
 
     @classmethod

@@ -6,10 +6,13 @@ method is fitted on the training split with the noisy hashtags as its only
 supervision (:mod:`.clipart_methods`), and the test split is scored with the
 top-level category as relevance (:mod:`.clipart_report`): text->image and
 image->text mAP, P@10, R@1/5/10; bare topic-word queries ("animals");
-precision@5 of tags proposed for test media. Trained methods run over several
-seeds (mean ± sd). The best space is saved as a head version so the stream
-workers embed into it ("latest"), and a contact sheet PNG shows what the
-trained space retrieves for a few queries.
+precision@5 of tags proposed for test media; the stream translation step's
+``min_score``, chosen per method on a validation carve-out of the training
+split, and the precision, recall and coverage of the tags it would emit for the
+test media. Trained methods run over several seeds (mean ± sd). The best
+space is saved as a head version so the stream workers embed into it
+("latest"), and a contact sheet PNG shows what the trained space retrieves
+for a few queries.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ METHODS: tuple[str, ...] = ("lsq", "ridge", "cca", "embedding", "tags")
 BASELINES: tuple[str, ...] = ("lsq", "ridge", "cca")
 TRAINED: tuple[str, ...] = ("embedding", "tags")
 TARGET_GAIN = 0.15  # the trained space must beat the best tuned baseline by 15 % (t->i mAP)
+# Share of the training posts (whole source pictures) held out to choose the
+# stream step's min_score: the same share the test split takes of the corpus.
+STREAM_VALIDATION_FRACTION = 0.2
 
 
 @dataclass
@@ -69,8 +75,13 @@ def _fit(
     seed: int,
     opts: ClipartEvalOptions,
     chosen: dict[str, Any],
+    *,
+    plot: bool = True,
 ) -> Space:
-    """Fit one method on the training split; ``chosen`` carries choices across seeds."""
+    """Fit one method on the training split; ``chosen`` carries choices across seeds.
+
+    ``plot`` False writes no training curves (a refit on a carve-out).
+    """
     from crossfeed.encoders.train import clipart_methods as cm
     from crossfeed.encoders.train.heads_trainer import plot_history
     from crossfeed.encoders.train.train_cmd import choose_topics, train_space
@@ -84,7 +95,7 @@ def _fit(
         return cm.fit_cca_space(tr.image, tr.text, y, tr.post_ids, seed=seed)
     space_kind = "tags" if method == "tags" else "embedding"
     objectives = opts.tag_objectives if method == "tags" else opts.embedding_objectives
-    plot = opts.out_dir / f"curves_{method}.png" if seed == opts.seeds[0] else None
+    plot_path = opts.out_dir / f"curves_{method}.png" if plot and seed == opts.seeds[0] else None
     trained = None
     topics = 0.0
     if method == "tags":
@@ -99,9 +110,9 @@ def _fit(
                 progress=opts.progress,
             )
             chosen["topics"], chosen["topic_validation_map"] = topics, scores
-            if plot is not None:
+            if plot_path is not None:
                 title = f"tag space, {vocab.n_topics} topics (threshold {topics})"
-                plot_history(trained.history, plot, title=title)
+                plot_history(trained.history, plot_path, title=title)
     if trained is None:
         # The embedding heads over-fit within ~10 epochs here; 30 with patience 5 bounds the run.
         overrides = {"epochs": 30, "patience": 5} if method == "embedding" else None
@@ -115,7 +126,7 @@ def _fit(
             seed=seed,
             epochs=opts.epochs,
             progress=opts.progress,
-            plot_path=plot,
+            plot_path=plot_path,
             topics=topics,
             overrides=overrides,
         )
@@ -131,6 +142,47 @@ def _fit(
         space.info["vocab_tags"] = list(vocab.tags)
         space.info["topic_validation_map"] = chosen.get("topic_validation_map")
     return space
+
+
+def _choose_stream_min_score(
+    method: str,
+    split: ClipartSplit,
+    seed: int,
+    opts: ClipartEvalOptions,
+    chosen: dict[str, Any],
+    settings: Settings,
+) -> dict[str, Any]:
+    """The stream step's ``min_score`` for ``method``, chosen inside the training split.
+
+    The method is refitted on the fit part of a validation carve-out (whole
+    source pictures, :func:`~.clipart_data.validation_split`, with its own tag
+    vocabulary), whose posts are then the neighbour gallery for the
+    validation media; the test split is not used. Choices already made on
+    the whole training split (the topic threshold) are kept.
+    """
+    from crossfeed.encoders.train import clipart_report as rep
+    from crossfeed.encoders.train.clipart_data import validation_split
+    from crossfeed.encoders.train.tags import TagVocab
+
+    val = validation_split(split, STREAM_VALIDATION_FRACTION, opts.split_seed)
+    vocab = TagVocab().fit(val.train.tags)
+    y = vocab.transform(val.train.tags)
+    space = _fit(method, val, vocab, y, seed, opts, dict(chosen), plot=False)
+    stream = settings.stream
+    suggested = rep.stream_suggestions(
+        space, val, neighbours=stream.suggest_neighbours, top_k=stream.suggest_top_k
+    )
+    truth = [val.true_tags(pid) for pid in val.gallery.post_ids]
+    best, sweep = rep.choose_min_score(suggested, truth)
+    log.info("%s: stream min_score %.2f (validation F0.5 %.4f)", method, best, sweep[best]["f0.5"])
+    return {
+        "min_score": best,
+        "seed": seed,
+        "fraction": STREAM_VALIDATION_FRACTION,
+        "fit_pairs": len(val.train),
+        "validation_media": len(val.gallery),
+        "sweep": {f"{t:g}": scores for t, scores in sweep.items()},
+    }
 
 
 def _project(head: Any, x: np.ndarray) -> np.ndarray:
@@ -208,6 +260,7 @@ def run_clipart_eval(
     first: dict[str, Space] = {}
     topic_aps: dict[str, dict[str, float]] = {}
     chosen: dict[str, Any] = {}
+    stream_choice: dict[str, dict[str, Any]] = {}
     for method in opts.methods:
         t0 = time.monotonic()
         runs: list[dict[str, float]] = []
@@ -217,18 +270,36 @@ def run_clipart_eval(
             aps = rep.topic_word_aps(space, split, topic_text)
             metrics["topic_map"] = float(np.mean(list(aps.values())))
             metrics |= rep.suggestion_precision(space, split, frozenset(vocab.tags))
+            if method not in stream_choice:  # once per method, with its first seed
+                stream_choice[method] = _choose_stream_min_score(
+                    method, split, seed, opts, chosen, settings
+                )
+            suggested = rep.stream_suggestions(
+                space,
+                split,
+                neighbours=settings.stream.suggest_neighbours,
+                top_k=settings.stream.suggest_top_k,
+            )
+            truth = [split.true_tags(pid) for pid in split.gallery.post_ids]
+            metrics |= rep.stream_metrics(suggested, truth, stream_choice[method]["min_score"])
             runs.append(metrics)
             if method not in first:
                 first[method], topic_aps[method] = space, aps
             log.info("%s seed %d: t2i mAP %.4f", method, seed, metrics["t2i_map"])
         info = {k: v for k, v in first[method].info.items() if k != "vocab_tags"}
-        report["methods"][method] = {"summary": rep.aggregate(runs), "runs": runs, "info": info}
+        report["methods"][method] = {
+            "summary": rep.aggregate(runs),
+            "runs": runs,
+            "info": info,
+            "stream_validation": stream_choice[method],
+        }
         report["timing_s"][method] = round(time.monotonic() - t0, 1)
     report["topic_word_ap"] = topic_aps
     report["target"] = _target(report)
     summaries = {m: r["summary"] for m, r in report["methods"].items()}
     report["table"] = rep.markdown_table(summaries)
     report["topic_table"] = rep.topic_table(topic_aps, split.categories)
+    report["stream_table"] = rep.markdown_table(summaries, rep.STREAM_COLUMNS)
     files: dict[str, str] = {}
     winner = _winner(report)
     if winner is not None and opts.sheet:
@@ -245,7 +316,8 @@ def run_clipart_eval(
     report["files"] = files
     report["timing_s"]["total"] = round(time.monotonic() - started, 1)
     (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "results.md").write_text(report["table"] + "\n\n" + report["topic_table"] + "\n")
+    tables = (report["table"], report["topic_table"], report["stream_table"])
+    (out / "results.md").write_text("\n\n".join(tables) + "\n")
     return report
 
 
@@ -344,7 +416,8 @@ def _cmd_clipart(args: argparse.Namespace) -> int:
     )
     report = run_clipart_eval(opts, settings)
     if args.json:
-        print(json.dumps({k: v for k, v in report.items() if k not in ("table", "topic_table")}))
+        tables = ("table", "topic_table", "stream_table")
+        print(json.dumps({k: v for k, v in report.items() if k not in tables}))
         return 0
     split = report["split"]
     print(
@@ -355,6 +428,11 @@ def _cmd_clipart(args: argparse.Namespace) -> int:
     print(report["table"])
     print("\nTopic-word queries (AP per category):\n")
     print(report["topic_table"])
+    print(
+        "\nStream tag suggestions for test media at the min_score chosen on a validation "
+        "carve-out of train, and at 0 (plain top-k):\n"
+    )
+    print(report["stream_table"])
     target = report.get("target") or {}
     if target:
         verdict = "met" if target["met"] else "NOT met"

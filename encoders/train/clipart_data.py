@@ -132,7 +132,53 @@ def load_split(
         progress=progress,
     )
     by_id = {p.id: p for p in posts}
-    train_ids = {p.id for p in train_posts}
+    return assemble_split(
+        by_id,
+        data,
+        {p.id for p in train_posts},
+        test_posts,
+        sorted({top_category(p) for p in posts}),
+        posts_path,
+        roots,
+    )
+
+
+def validation_split(split: ClipartSplit, fraction: float, seed: int) -> ClipartSplit:
+    """The same kind of split carved out of ``split``'s training side only.
+
+    Its ``train`` (the fit part) and ``gallery``/``queries`` (the validation
+    part) are rows of ``split.train``, split by source picture exactly as
+    :func:`load_split` splits the corpus, reposts likewise dropped from the
+    validation side; the test side of ``split`` is never touched, so choices
+    made on it are honest.
+    """
+    from crossfeed.ops.corpus_io import split_posts
+
+    train_posts = [split.posts[pid] for pid in dict.fromkeys(split.train.post_ids)]
+    fit_posts, val_posts = split_posts(train_posts, fraction, seed)
+    return assemble_split(
+        split.posts,
+        split.train,
+        {p.id for p in fit_posts},
+        val_posts,
+        split.categories,
+        split.posts_path,
+        split.media_roots,
+        what="validation carve-out of train",
+    )
+
+
+def assemble_split(
+    by_id: dict[str, Post],
+    data: TrainingData,
+    train_ids: set[str],
+    test_posts: Sequence[Post],
+    categories: list[str],
+    posts_path: Path,
+    roots: list[Path],
+    what: str = "clipart split",
+) -> ClipartSplit:
+    """Rows of ``data`` -> training rows, test gallery (no reposts) and one query per test post."""
     test_ids = {p.id for p in test_posts if not is_repost(p)}
     dropped = sum(is_repost(p) for p in test_posts)
     train_rows = [i for i, pid in enumerate(data.post_ids) if pid in train_ids]
@@ -143,12 +189,12 @@ def load_split(
     query_rows = list(first_row.values())
     if not train_rows or not gallery_rows:
         raise TrainingError("the split left no training or no test pairs")
-    categories = sorted({top_category(p) for p in posts})
     cat_id = {c: i for i, c in enumerate(categories)}
     gallery = data.subset(gallery_rows)
     queries = data.subset(query_rows)
     log.info(
-        "clipart split: %d train pairs, %d test media, %d test queries, %d categories",
+        "%s: %d train pairs, %d test media, %d test queries, %d categories",
+        what,
         len(train_rows),
         len(gallery),
         len(queries),

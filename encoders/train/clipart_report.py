@@ -3,10 +3,13 @@
 Per method: retrieval in both directions (mAP, P@10, R@1/5/10 with the top
 category as relevance), topic-word queries (a bare category name against the
 test media, mAP), and tag suggestion for the test media (precision@5 of the
-proposed tags against the posts' held-out descriptive tags). Stochastic
-methods are run with several seeds and reported as mean ± sd. Output: a
-markdown table, one JSON object, and a PNG contact sheet of queries and their
-top images.
+proposed tags against the posts' held-out descriptive tags). The stream's
+translation step is scored as it runs: its ``min_score`` is chosen on a
+validation carve-out of the training split (:func:`choose_min_score`), then the
+tags it would emit for the test media are scored at that threshold and at 0
+(:func:`stream_metrics`). Stochastic methods are run with several seeds and
+reported as mean ± sd. Output: markdown tables, one JSON object, and a PNG
+contact sheet of queries and their top images.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ import numpy as np
 
 from crossfeed.encoders.train.metrics import average_precisions, retrieval_scores
 from crossfeed.encoders.translate import (
+    POSTERIOR_MIX,
     Neighbour,
+    TagSuggestion,
     VoteConfig,
     precision_at_k,
     vote_tags,
 )
+from crossfeed.exceptions import InvalidInputError
 
 if TYPE_CHECKING:
     from crossfeed.encoders.train.clipart_data import ClipartSplit
@@ -32,7 +38,9 @@ if TYPE_CHECKING:
 
 KS = (1, 5, 10)
 SUGGEST_K = 5
-SUGGEST_MIX = 0.5  # the API's default mix of votes and posterior
+# Thresholds tried for the stream step's ``suggest_min_score`` (scores are in [0, 1]).
+MIN_SCORE_GRID: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+F_BETA = 0.5  # precision-weighted F score of the emitted tags; see choose_min_score
 _ROWS_PER_QUERY = 60  # neighbour rows fetched per query before merging per post
 
 
@@ -62,6 +70,37 @@ def topic_word_aps(space: Space, split: ClipartSplit, topic_text: np.ndarray) ->
     return {c: float(a) for c, a in zip(split.categories, aps, strict=True) if not math.isnan(a)}
 
 
+def _query_evidence(
+    space: Space, split: ClipartSplit, neighbours: int
+) -> tuple[list[list[Neighbour]], list[dict[str, float]] | None]:
+    """Per test media item: its nearest training posts and (tag space) its tag posterior.
+
+    The gallery holds every training post's media and text vectors, as the
+    index would; a post counts once, at its best row.
+    """
+    train = split.train
+    gal_img = np.asarray(space.embed_image(train.image), np.float32)
+    gal_txt = np.asarray(space.embed_text(train.text), np.float32)
+    rows = np.concatenate([gal_img, gal_txt])  # the index holds media and text rows
+    row_post = train.post_ids + train.post_ids
+    post_tags = {p: tuple(t) for p, t in zip(train.post_ids, train.tags, strict=True)}
+    queries = np.asarray(space.embed_image(split.gallery.image), np.float32)
+    sims = queries @ rows.T
+    top = np.argpartition(-sims, min(_ROWS_PER_QUERY, sims.shape[1] - 1), axis=1)
+    found: list[list[Neighbour]] = []
+    for q in range(len(queries)):
+        cand = top[q, :_ROWS_PER_QUERY]
+        best: dict[str, float] = {}
+        for j in cand[np.argsort(-sims[q, cand], kind="stable")]:
+            best.setdefault(row_post[j], float(sims[q, j]))
+        found.append([Neighbour(pid, s, post_tags[pid]) for pid, s in best.items()][:neighbours])
+    vocab_tags: list[str] | None = space.info.get("vocab_tags")
+    if space.image_posterior is None or vocab_tags is None:
+        return found, None
+    probs = space.image_posterior(split.gallery.image)
+    return found, [dict(zip(vocab_tags, row.tolist(), strict=True)) for row in probs]
+
+
 def suggestion_precision(
     space: Space,
     split: ClipartSplit,
@@ -71,61 +110,123 @@ def suggestion_precision(
 ) -> dict[str, float]:
     """P@5 of tags proposed for test media from training posts (votes, posterior, mix).
 
-    The gallery holds every training post's media and text vectors, as the
-    index would; ``allowed`` (the tag vocabulary) keeps one-off typos out.
+    ``allowed`` (the tag vocabulary) keeps one-off typos out.
     """
-    train = split.train
-    gal_img = np.asarray(space.embed_image(train.image), np.float32)
-    gal_txt = np.asarray(space.embed_text(train.text), np.float32)
-    rows = np.concatenate([gal_img, gal_txt])  # the index holds media and text rows
-    row_post = train.post_ids + train.post_ids
-    post_tags = {p: tuple(t) for p, t in zip(train.post_ids, train.tags, strict=True)}
-    queries = np.asarray(space.embed_image(split.gallery.image), np.float32)
-    posteriors = (
-        space.image_posterior(split.gallery.image) if space.image_posterior is not None else None
-    )
-    vocab_tags: list[str] | None = space.info.get("vocab_tags")
+    found, posteriors = _query_evidence(space, split, neighbours)
     truth = [split.true_tags(pid) for pid in split.gallery.post_ids]
-    cfg_votes = VoteConfig(neighbours=neighbours)
-    results: dict[str, list[list[str]]] = {"votes": []}
-    if posteriors is not None and vocab_tags is not None:
-        results |= {"posterior": [], "mix": []}
-    sims = queries @ rows.T
-    top = np.argpartition(-sims, min(_ROWS_PER_QUERY, sims.shape[1] - 1), axis=1)
-    for q in range(len(queries)):
-        cand = top[q, :_ROWS_PER_QUERY]
-        best: dict[str, float] = {}
-        for j in cand[np.argsort(-sims[q, cand], kind="stable")]:
-            pid = row_post[j]
-            if pid not in best:
-                best[pid] = float(sims[q, j])
-        hits = [Neighbour(pid, s, post_tags[pid]) for pid, s in best.items()][:neighbours]
-        results["votes"].append(
-            [s.tag for s in vote_tags(hits, config=cfg_votes, allowed=allowed, top_k=5)]
-        )
-        if "posterior" in results:
-            assert posteriors is not None and vocab_tags is not None
-            post = dict(zip(vocab_tags, posteriors[q].tolist(), strict=True))
-            only = VoteConfig(neighbours=neighbours, posterior_mix=1.0)
-            mix = VoteConfig(neighbours=neighbours, posterior_mix=SUGGEST_MIX)
-            results["posterior"].append(
-                [
-                    s.tag
-                    for s in vote_tags(hits, config=only, posterior=post, allowed=allowed, top_k=5)
-                ]
-            )
-            results["mix"].append(
-                [
-                    s.tag
-                    for s in vote_tags(hits, config=mix, posterior=post, allowed=allowed, top_k=5)
-                ]
-            )
-    out = {f"suggest_p@5_{k}": precision_at_k(v, truth, SUGGEST_K) for k, v in results.items()}
+    mixes = {"votes": 0.0}
+    if posteriors is not None:
+        mixes |= {"posterior": 1.0, "mix": POSTERIOR_MIX}
+    out: dict[str, float] = {}
+    for name, mix in mixes.items():
+        cfg = VoteConfig(neighbours=neighbours, posterior_mix=mix)
+        suggested = [
+            [
+                s.tag
+                for s in vote_tags(
+                    hits,
+                    config=cfg,
+                    posterior=posteriors[q] if mix > 0 and posteriors is not None else None,
+                    allowed=allowed,
+                    top_k=SUGGEST_K,
+                )
+            ]
+            for q, hits in enumerate(found)
+        ]
+        out[f"suggest_p@5_{name}"] = precision_at_k(suggested, truth, SUGGEST_K)
     with_truth = [t for t in truth if t]
     # The best any suggester can do: a post with two true tags scores at most 2/5.
     out["suggest_p@5_ceiling"] = float(
         np.mean([min(len(t), SUGGEST_K) / SUGGEST_K for t in with_truth])
     )
+    return out
+
+
+# ------------------------------------------------- the stream's translation step
+
+
+def stream_suggestions(
+    space: Space, split: ClipartSplit, *, neighbours: int = 20, top_k: int = SUGGEST_K
+) -> list[list[TagSuggestion]]:
+    """Scored suggestions for each test media item, by the stream step's recipe.
+
+    As :func:`~crossfeed.encoders.translate.suggest_tags_for_media`: an even
+    mix of votes and posterior restricted to the head's vocabulary for a tag
+    space, votes alone (any tag) otherwise. The threshold is applied later.
+    """
+    found, posteriors = _query_evidence(space, split, neighbours)
+    allowed = frozenset(posteriors[0]) if posteriors else None
+    out: list[list[TagSuggestion]] = []
+    for q, hits in enumerate(found):
+        post = posteriors[q] if posteriors is not None else None
+        cfg = VoteConfig(neighbours=neighbours, posterior_mix=POSTERIOR_MIX if post else 0.0)
+        out.append(vote_tags(hits, config=cfg, posterior=post, allowed=allowed, top_k=top_k))
+    return out
+
+
+def emitted_scores(
+    suggested: Sequence[Sequence[TagSuggestion]],
+    truth: Sequence[Sequence[str]],
+    min_score: float,
+) -> dict[str, float]:
+    """What the step would emit at ``min_score``, against the true tags.
+
+    Precision and recall are pooled over the items that have true tags (an
+    item without any cannot tell right from wrong); coverage (share of items
+    given at least one tag) and tags per item are over all items. Precision
+    is NaN when nothing is emitted, and F0.5 is then 0.
+    """
+    if len(suggested) != len(truth):
+        raise InvalidInputError("one suggestion list per item is needed")
+    emitted = [[s.tag for s in row if s.score >= min_score] for row in suggested]
+    hit = shown = wanted = 0
+    for tags, true in zip(emitted, truth, strict=True):
+        if true:
+            hit += len(set(tags) & set(true))
+            shown += len(tags)
+            wanted += len(set(true))
+    precision = hit / shown if shown else math.nan
+    recall = hit / wanted if wanted else math.nan
+    b2 = F_BETA**2
+    f_beta = (1 + b2) * hit / ((1 + b2) * hit + b2 * (wanted - hit) + (shown - hit)) if hit else 0.0
+    n = max(len(emitted), 1)
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f0.5": f_beta,
+        "coverage": sum(bool(t) for t in emitted) / n,
+        "tags_per_item": sum(len(t) for t in emitted) / n,
+    }
+
+
+def choose_min_score(
+    suggested: Sequence[Sequence[TagSuggestion]],
+    truth: Sequence[Sequence[str]],
+    grid: Sequence[float] = MIN_SCORE_GRID,
+) -> tuple[float, dict[float, dict[str, float]]]:
+    """The threshold of ``grid`` with the best F0.5 on these (validation) items, and the sweep.
+
+    F0.5 weighs precision four times as much as recall: a wrong tag shown to
+    users (and stored beside their post) costs more than a missing one. Ties
+    go to the lower threshold (more items get tags).
+    """
+    if not grid:
+        raise InvalidInputError("the min_score grid is empty")
+    sweep = {float(t): emitted_scores(suggested, truth, float(t)) for t in sorted(grid)}
+    best = max(sweep, key=lambda t: (sweep[t]["f0.5"], -t))
+    return best, sweep
+
+
+def stream_metrics(
+    suggested: Sequence[Sequence[TagSuggestion]],
+    truth: Sequence[Sequence[str]],
+    min_score: float,
+) -> dict[str, float]:
+    """Test numbers of the step at the chosen ``min_score`` and at 0 (the plain top-k)."""
+    out: dict[str, float] = {"stream_min_score": float(min_score)}
+    for prefix, threshold in (("stream", min_score), ("stream_top_k", 0.0)):
+        for key, value in emitted_scores(suggested, truth, threshold).items():
+            out[f"{prefix}_{key}"] = value
     return out
 
 
@@ -165,13 +266,29 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def markdown_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    """One row per method, columns as in :data:`TABLE_COLUMNS`."""
-    header = "| method | " + " | ".join(label for _, label in TABLE_COLUMNS) + " |"
-    rule = "|---|" + "---|" * len(TABLE_COLUMNS)
+STREAM_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("stream_min_score", "min_score (validation)"),
+    ("stream_precision", "precision"),
+    ("stream_recall", "recall"),
+    ("stream_coverage", "coverage"),
+    ("stream_tags_per_item", "tags/item"),
+    ("stream_top_k_precision", "precision @0"),
+    ("stream_top_k_recall", "recall @0"),
+    ("stream_top_k_coverage", "coverage @0"),
+    ("stream_top_k_tags_per_item", "tags/item @0"),
+)
+
+
+def markdown_table(
+    results: dict[str, dict[str, dict[str, float]]],
+    columns: Sequence[tuple[str, str]] = TABLE_COLUMNS,
+) -> str:
+    """One row per method, one column per ``(key, label)`` of ``columns``."""
+    header = "| method | " + " | ".join(label for _, label in columns) + " |"
+    rule = "|---|" + "---|" * len(columns)
     lines = [header, rule]
     for method, stats in results.items():
-        cells = [_cell(stats.get(key)) for key, _ in TABLE_COLUMNS]
+        cells = [_cell(stats.get(key)) for key, _ in columns]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -15,6 +15,7 @@ from crossfeed.encoders.base import l2_normalize
 from crossfeed.encoders.exceptions import TrainingError
 from crossfeed.encoders.heads import load_heads
 from crossfeed.encoders.media import decode_image, decode_video
+from crossfeed.encoders.train.clipart_report import MIN_SCORE_GRID
 from crossfeed.encoders.train.tags import TagVocab, TagVocabConfig, load_vocab_for_version
 from crossfeed.encoders.train.train_cmd import (
     add_train_command,
@@ -280,6 +281,15 @@ def test_clipart_eval_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert 0.0 <= s["t2i_map"]["mean"] <= 1.0 and 0.0 <= s["i2t_map"]["mean"] <= 1.0
         assert 0.0 <= s["topic_map"]["mean"] <= 1.0
     assert "| tags |" in report["table"] and "t→i mAP" in report["table"]
+    # The stream step's min_score: chosen once per method on the carve-out, applied to test.
+    for method in report["methods"].values():
+        s, choice = method["summary"], method["stream_validation"]
+        assert choice["min_score"] in MIN_SCORE_GRID and len(choice["sweep"]) == len(MIN_SCORE_GRID)
+        assert s["stream_min_score"]["mean"] == choice["min_score"]
+        assert s["stream_tags_per_item"]["mean"] <= s["stream_top_k_tags_per_item"]["mean"] <= 5
+        assert 0.0 < s["stream_top_k_coverage"]["mean"] <= 1.0
+    assert "| tags |" in report["stream_table"]
+    assert "min_score (validation)" in (tmp_path / "eval" / "results.md").read_text()
     assert report["target"]["best_baseline"] in {"lsq", "ridge", "cca"}
     assert (tmp_path / "eval" / "contact_sheet.png").stat().st_size > 1000
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["seeds"] == [0, 1]
