@@ -26,6 +26,7 @@ from crossfeed.exceptions import InvalidInputError
 _EVAL_REGISTRARS: tuple[tuple[str, str], ...] = (
     ("crossfeed.encoders.train.cli", "add_wikipedia_eval"),
     ("crossfeed.encoders.train.clipart", "add_clipart_eval"),
+    ("crossfeed.encoders.train.moments_eval", "add_moments_eval"),
 )
 _COMMAND_REGISTRARS: tuple[tuple[str, str], ...] = (
     ("crossfeed.encoders.train.train_cmd", "add_train_command"),

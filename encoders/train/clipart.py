@@ -382,7 +382,7 @@ def add_clipart_eval(eval_sub: argparse._SubParsersAction) -> None:
         "--save",
         action="store_true",
         help="save the winning head as a new model version (workers load the newest; its "
-        "dimension may differ from the running collection's, so index into a new one)",
+        "dimension may differ from the running collection's: back-fill it with crossfeed reindex)",
     )
     p.add_argument("--no-sheet", action="store_true", help="skip the contact sheet")
     p.add_argument("--no-progress", action="store_true")
