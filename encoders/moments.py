@@ -9,9 +9,11 @@ challenge), and a hit can say where to seek.
 
 Windows rather than learned shot boundaries: there is no labelled moment data
 to tune a boundary detector on, and a window of a few seconds is close to the
-usual shot length of short social videos. A video that fits in one window gets
-no moments (its one moment would repeat the pooled vector); a long video gets
-wider windows so that it never has more than :data:`MAX_MOMENTS`.
+usual shot length of short social videos (``crossfeed eval moments`` measures
+the window on synthetic videos; see ``EncoderSettings.video_moment_s``). A
+video that fits in one window gets no moments (its one moment would repeat the
+pooled vector); a long video gets wider windows so that it never has more than
+:data:`MAX_MOMENTS`.
 """
 
 from __future__ import annotations
