@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from crossfeed.ops.serve import _run_api, api_url, corpus_env, worker_processes
 from crossfeed.ops.settings import Settings
+from crossfeed.streams.reindex import default_collection
 from crossfeed.streams.schema import Post
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ def _ensure_head(settings: Settings, corpus, console: Console) -> str:  # type: 
     from crossfeed.encoders.train.ridge import fit_bootstrap_head
     from crossfeed.ops.corpus_io import split_posts, write_posts
 
+    if settings.encoder.model_version != "latest":  # the operator chose one
+        return settings.encoder.model_version
     versions = list_versions(settings.models_dir)
     if versions:
         console.print(f"model: using head version {versions[0].version} from {settings.models_dir}")
@@ -138,16 +141,17 @@ def _example_suggestions(settings: Settings, posts: list[Post], console: Console
     ]
     if not untagged:
         return
-    console.print("[bold]tags the stream suggested for untagged posts[/] (their hidden topic tags)")
+    console.print("[bold]tags the stream suggested for untagged posts[/] (hidden category in grey)")
     with httpx.Client(timeout=30) as client:
         for post in untagged[-5:]:  # the last ones had the most neighbours indexed before them
             r = client.get(api_url(settings) + f"/v1/posts/{post.id}")
             if r.status_code != 200:
                 continue
-            suggested = [t for item in r.json()["items"] for t in item.get("suggested_tags", [])]
-            truth = (post.metadata or {}).get("relevant_tags", [])
+            items = [i for i in r.json()["items"] if i.get("moment") is None]  # moments repeat them
+            suggested = dict.fromkeys(t for item in items for t in item.get("suggested_tags", []))
+            category = (post.metadata or {}).get("category_path", "?")
             console.print(
-                f"   {post.id}: {', '.join(suggested) or '(none)'}  [dim]truth: {', '.join(truth)}"
+                f"   {post.id}: {', '.join(suggested) or '(none)'}  [dim]category: {category}"
             )
 
 
@@ -163,7 +167,14 @@ def run_demo(settings: Settings, *, limit: int, seed: int, serve: bool = True) -
     settings.stream.media_roots = corpus.media_roots
     # The translation step: untagged images and videos get tags from their neighbours.
     env = corpus_env(corpus.media_roots) | {"CROSSFEED_SUGGEST_TAGS": "1"}
-    _ensure_head(settings, corpus, console)
+    version = _ensure_head(settings, corpus, console)
+    # Each head version gets its own collection (its own space, maybe its own dimension),
+    # and both are pinned: a head saved later (crossfeed train, eval --save) then never
+    # meets a collection of another version, here or in the workers.
+    settings.encoder.model_version = version
+    settings.milvus.collection = default_collection(settings.milvus.collection, version)
+    env |= {"CROSSFEED_MODEL_VERSION": version, "CROSSFEED_COLLECTION": settings.milvus.collection}
+    console.print(f"model: serving {version} from collection {settings.milvus.collection}")
     ensure_topics(settings.kafka)
     expected = expected_rows(corpus.posts)
 

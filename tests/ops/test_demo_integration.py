@@ -44,18 +44,21 @@ def private_env(tmp_path: Path, engines: object, monkeypatch: pytest.MonkeyPatch
     yield suffix
     from kafka.admin import KafkaAdminClient
 
-    from crossfeed.indexer.milvus import MilvusIndex
     from crossfeed.ops.settings import MilvusSettings
 
     admin = KafkaAdminClient(bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     with contextlib.suppress(Exception):
         admin.delete_topics([v for k, v in names.items() if k.startswith("CROSSFEED_TOPIC")])
     admin.close()
-    index = MilvusIndex(MilvusSettings(CROSSFEED_COLLECTION=names["CROSSFEED_COLLECTION"]))
-    try:
-        index.drop()
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=MilvusSettings().uri)
+    try:  # the demo serves <collection>__<head version>
+        for name in client.list_collections():
+            if name.startswith(names["CROSSFEED_COLLECTION"]):
+                client.drop_collection(name)
     finally:
-        index.close()
+        client.close()
 
 
 def test_demo_indexes_its_corpus_and_answers(
@@ -69,3 +72,4 @@ def test_demo_indexes_its_corpus_and_answers(
     # Every example query printed hits (a score line under it).
     assert len(re.findall(r"^\s+\d\.\d{3} (image|video)", out, flags=re.M)) >= 5
     assert "tags the stream suggested" in out
+    assert re.search(r"serving \S+ from collection crossfeed_demo_\w+__\w+", out)
