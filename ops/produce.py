@@ -68,7 +68,8 @@ def ensure_topics(
     """Create ``topics`` (default: crossfeed's four) when missing; return those created.
 
     Partitions come from ``settings.partitions``; the replication factor is the broker's
-    default. A topic that already exists (even one created concurrently) is fine.
+    default; configs from ``settings.topic_configs`` (the clean topic is compacted). A
+    topic that already exists (even one created concurrently) is fine and left as it is.
     """
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
@@ -102,7 +103,14 @@ def ensure_topics(
         if not missing:
             return []
         response = admin.create_topics(
-            {n: {"num_partitions": settings.partitions, "replication_factor": -1} for n in missing},
+            {
+                n: {
+                    "num_partitions": settings.partitions,
+                    "replication_factor": -1,
+                    "configs": settings.topic_configs(n),
+                }
+                for n in missing
+            },
             timeout_ms=int(timeout_s * 1000),
             raise_errors=False,
         )

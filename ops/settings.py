@@ -34,10 +34,20 @@ class KafkaSettings(_Base):
     topic_vectors: str = Field(default="posts.vectors", alias="CROSSFEED_TOPIC_VECTORS")
     topic_deadletter: str = Field(default="posts.deadletter", alias="CROSSFEED_TOPIC_DEADLETTER")
     partitions: int = Field(default=4, alias="CROSSFEED_PARTITIONS")
+    # posts.clean is the source `crossfeed reindex` re-embeds from: compacted (the latest
+    # clean post per post id, kept for good) instead of deleted after the retention time,
+    # so a back-fill covers every post, not just the last week's.
+    compact_clean_topic: bool = Field(default=True, alias="CROSSFEED_COMPACT_CLEAN_TOPIC")
     # Group joins on some brokers take ~session_timeout/2; 10 s keeps restarts quick.
     session_timeout_s: float = Field(default=10.0, alias="CROSSFEED_KAFKA_SESSION_TIMEOUT")
     sasl_username: str | None = Field(default=None, alias="KAFKA_SASL_USERNAME")
     sasl_password: SecretStr | None = Field(default=None, alias="KAFKA_SASL_PASSWORD")
+
+    def topic_configs(self, topic: str) -> dict[str, str]:
+        """Broker configs crossfeed creates ``topic`` with (empty: the broker's defaults)."""
+        if topic == self.topic_clean and self.compact_clean_topic:
+            return {"cleanup.policy": "compact"}
+        return {}
 
 
 class MilvusSettings(_Base):

@@ -226,7 +226,7 @@ def create_app(
     :func:`build_pipeline`; the defaults are the real engines from ``settings``.
     ``publisher`` replaces the faust topics as the stages' output (unit tests
     with faust's in-memory agent harness). The stage objects are on
-    ``app.crossfeed_pipeline``.
+    ``app.crossfeed_pipeline``, the topics by name on ``app.crossfeed_topics``.
     """
     stages = check_stages(stages)
     kafka = settings.kafka
@@ -256,12 +256,21 @@ def create_app(
     )
     faust_publisher = _LazyPublisher()
     names = (kafka.topic_raw, kafka.topic_clean, kafka.topic_vectors, kafka.topic_deadletter)
-    topics = {name: app.topic(name, partitions=kafka.partitions) for name in names}
+    topics = {
+        name: app.topic(
+            name,
+            partitions=kafka.partitions,
+            # The same configs as ensure_topics, whichever of the two creates the topic.
+            compacting=kafka.topic_configs(name).get("cleanup.policy") == "compact" or None,
+        )
+        for name in names
+    }
     faust_publisher.topics.update(topics)
     pipeline = build_pipeline(
         settings, stages=stages, publisher=publisher or faust_publisher, **pipeline_kwargs
     )
     app.crossfeed_pipeline = pipeline  # type: ignore[attr-defined]
+    app.crossfeed_topics = topics  # type: ignore[attr-defined]
     batch_size = max(1, settings.stream.batch_size)
     batch_wait = max(0.01, settings.stream.batch_wait_s)
 

@@ -178,6 +178,48 @@ def test_unreachable_broker_is_a_retriable_error() -> None:
     assert time.monotonic() - started < 15
 
 
+class _FakeAdmin:
+    created: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **config: Any) -> None:
+        pass
+
+    def list_topics(self) -> list[str]:
+        return ["posts.raw"]
+
+    def create_topics(self, topics: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        _FakeAdmin.created = topics
+        return {"topics": [{"name": n, "error_code": 0} for n in topics]}
+
+    def close(self) -> None:
+        pass
+
+
+def test_clean_topic_is_created_compacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """posts.clean is what reindex re-reads: compacted, so no retention time drops posts."""
+    import kafka
+
+    monkeypatch.setattr(kafka, "KafkaAdminClient", _FakeAdmin)
+    settings = _settings()
+    created = ensure_topics(settings)
+    assert created == ["posts.clean", "posts.vectors", "posts.deadletter"]  # raw existed
+    configs = {name: spec["configs"] for name, spec in _FakeAdmin.created.items()}
+    assert configs["posts.clean"] == {"cleanup.policy": "compact"}
+    assert configs["posts.vectors"] == {} and configs["posts.deadletter"] == {}
+    off = _settings(CROSSFEED_COMPACT_CLEAN_TOPIC=False)
+    assert off.topic_configs(off.topic_clean) == {}
+
+
+def test_the_stream_app_declares_the_clean_topic_compacted() -> None:
+    from crossfeed.ops.settings import Settings
+    from crossfeed.streams.app import create_app
+
+    app = create_app(Settings(), stages=("embed",), embedder=None)
+    topics = app.crossfeed_topics
+    assert topics["posts.clean"].compacting is True
+    assert not topics["posts.vectors"].compacting and not topics["posts.raw"].compacting
+
+
 # --------------------------------------------------------------------------- integration
 
 
