@@ -67,7 +67,7 @@ class ClipartEvalOptions:
     sheet: bool = True
 
 
-def _fit(
+def fit_space(
     method: str,
     split: ClipartSplit,
     vocab: TagVocab,
@@ -167,7 +167,7 @@ def _choose_stream_min_score(
     val = validation_split(split, STREAM_VALIDATION_FRACTION, opts.split_seed)
     vocab = TagVocab().fit(val.train.tags)
     y = vocab.transform(val.train.tags)
-    space = _fit(method, val, vocab, y, seed, opts, dict(chosen), plot=False)
+    space = fit_space(method, val, vocab, y, seed, opts, dict(chosen), plot=False)
     stream = settings.stream
     suggested = rep.stream_suggestions(
         space, val, neighbours=stream.suggest_neighbours, top_k=stream.suggest_top_k
@@ -265,7 +265,7 @@ def run_clipart_eval(
         t0 = time.monotonic()
         runs: list[dict[str, float]] = []
         for seed in opts.seeds if method in TRAINED else opts.seeds[:1]:
-            space = _fit(method, split, vocab, y, seed, opts, chosen)
+            space = fit_space(method, split, vocab, y, seed, opts, chosen)
             metrics = rep.retrieval_metrics(space, split)
             aps = rep.topic_word_aps(space, split, topic_text)
             metrics["topic_map"] = float(np.mean(list(aps.values())))

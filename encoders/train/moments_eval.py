@@ -114,7 +114,7 @@ def _fit_space(
     name: str, split: ClipartSplit, seed: int, opts: MomentsEvalOptions, chosen: dict[str, Any]
 ) -> Space:
     """Fit ``name`` on ``split.train`` exactly as ``eval clipart`` does."""
-    from crossfeed.encoders.train.clipart import ClipartEvalOptions, _fit
+    from crossfeed.encoders.train.clipart import ClipartEvalOptions, fit_space
     from crossfeed.encoders.train.tags import TagVocab
 
     vocab = TagVocab().fit(split.train.tags)
@@ -122,7 +122,7 @@ def _fit_space(
     copts = ClipartEvalOptions(
         out_dir=opts.out_dir, seeds=(seed,), methods=(name,), progress=opts.progress
     )
-    return _fit(name, split, vocab, y, seed, copts, chosen, plot=False)
+    return fit_space(name, split, vocab, y, seed, copts, chosen, plot=False)
 
 
 def run_moments_eval(
