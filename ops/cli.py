@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "crossfeed.ops.corpus",  # corpus
     "crossfeed.ops.produce",  # produce
     "crossfeed.ops.reindex",  # reindex
+    "crossfeed.ops.index_collections",  # collections
     "crossfeed.ops.serve",  # serve, demo
     "crossfeed.encoders.train.cli",  # train, eval
     "crossfeed.ops.bench",  # bench
