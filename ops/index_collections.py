@@ -61,7 +61,11 @@ def list_collections(settings: MilvusSettings) -> list[CollectionInfo]:
             versions: list[str] = []
             if loaded:
                 sample = client.query(
-                    name, filter="", output_fields=["model_version"], limit=_VERSION_SAMPLE
+                    name,
+                    filter="",
+                    output_fields=["model_version"],
+                    limit=_VERSION_SAMPLE,
+                    consistency_level="Strong",  # an admin view: include the latest upserts
                 )
                 versions = sorted({str(r["model_version"]) for r in sample})
             serving = name == settings.collection
