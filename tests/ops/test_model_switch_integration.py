@@ -174,9 +174,16 @@ def test_train_reindex_and_switch_to_a_tag_space(
     monkeypatch.setenv("CROSSFEED_COLLECTION", new_collection)
     switched = Settings()
     with TestClient(create_app(switched)) as client:
-        r = client.post("/v1/search", json={"text": "animals", "top_k": 5})
-        assert r.status_code == 200, r.text
-        body = r.json()
+        # The API searches with bounded staleness: rows written seconds ago may still be
+        # settling, so ask until they show (or give up after 20 s).
+        deadline = time.monotonic() + 20
+        while True:
+            r = client.post("/v1/search", json={"text": f"animals {time.monotonic()}", "top_k": 5})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            if len(body["results"]) == 5 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         assert body["model_version"] == VERSION and len(body["results"]) == 5
 
     # ... and the switched worker indexes new posts into the new collection.
