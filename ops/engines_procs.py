@@ -140,7 +140,7 @@ def _reap(pid: int) -> None:
 
 
 def pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
+    """True while ``pid`` exists and is not a zombie whose threads have all exited."""
     _reap(pid)
     try:
         os.kill(pid, 0)
@@ -148,7 +148,14 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return _proc_state(pid) != "Z"
+    if _proc_state(pid) != "Z":
+        return True
+    # A multi-threaded process's leader shows "Z" while its other threads are still
+    # exiting, and until the last one is gone the process keeps its sockets (its ports).
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
+    except OSError:
+        return False
 
 
 def spawned_alive(pid: int) -> bool:
