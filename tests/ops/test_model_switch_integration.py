@@ -9,15 +9,13 @@ it into its own collection -> API and worker are switched with the printed setti
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,38 +53,9 @@ def _wait_rows(collection: str, rows: int, proc: subprocess.Popen, log: Path) ->
 
 
 @pytest.fixture
-def names(tmp_path: Path, engines: object, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
-    suffix = uuid.uuid4().hex[:8]
-    env = {
-        "CROSSFEED_TOPIC_RAW": f"switch-{suffix}.posts.raw",
-        "CROSSFEED_TOPIC_CLEAN": f"switch-{suffix}.posts.clean",
-        "CROSSFEED_TOPIC_VECTORS": f"switch-{suffix}.posts.vectors",
-        "CROSSFEED_TOPIC_DEADLETTER": f"switch-{suffix}.posts.deadletter",
-        "CROSSFEED_APP_ID": f"crossfeed-switch-{suffix}",
-        "CROSSFEED_COLLECTION": f"crossfeed_switch_{suffix}",
-        "CROSSFEED_REDIS_PREFIX": f"crossfeed-switch-{suffix}",
-        "CROSSFEED_STATE_DIR": str(tmp_path / "state"),
-        "CROSSFEED_KAFKA_SESSION_TIMEOUT": "6",
-        "CROSSFEED_CPU_THREADS": "1",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    created: list[str] = [env["CROSSFEED_COLLECTION"]]
-    yield {"env": env, "collections": created, "tmp": tmp_path}
-    from kafka.admin import KafkaAdminClient
-
-    from crossfeed.indexer.milvus import MilvusIndex
-
-    admin = KafkaAdminClient(bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
-    with contextlib.suppress(Exception):
-        admin.delete_topics([v for k, v in env.items() if k.startswith("CROSSFEED_TOPIC")])
-    admin.close()
-    for name in created:
-        index = MilvusIndex(MilvusSettings(CROSSFEED_COLLECTION=name))
-        try:
-            index.drop()
-        finally:
-            index.close()
+def names(tmp_path: Path, private_deployment: Callable[[str], dict[str, str]]) -> dict:
+    env = private_deployment("switch")  # its __<version> collection is dropped too
+    return {"env": env, "collections": [env["CROSSFEED_COLLECTION"]], "tmp": tmp_path}
 
 
 def _worker(env: dict[str, str], log: Path) -> subprocess.Popen:
