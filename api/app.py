@@ -25,11 +25,11 @@ from crossfeed.api.cache import RedisSearchCache, SearchCache
 from crossfeed.api.deps import AppState
 from crossfeed.api.errors import install_error_handlers
 from crossfeed.api.models import SearchFilters, SearchRequest
+from crossfeed.core.metrics import Metrics
+from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.exceptions import CrossfeedError
 from crossfeed.indexer.base import VectorIndex
-from crossfeed.ops.metrics import Metrics
-from crossfeed.ops.settings import Settings
 
 log = logging.getLogger(__name__)
 

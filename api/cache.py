@@ -21,8 +21,8 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from crossfeed.core.settings import RedisSettings
 from crossfeed.indexer.epoch import AsyncIndexEpoch
-from crossfeed.ops.settings import RedisSettings
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import anyio
 from fastapi import Depends, Request
 
 from crossfeed.api.cache import SearchCache
+from crossfeed.core.metrics import Metrics
+from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.indexer.base import VectorIndex
-from crossfeed.ops.metrics import Metrics
-from crossfeed.ops.settings import Settings
 
 
 @dataclass

@@ -18,9 +18,9 @@ from pydantic import (
     model_validator,
 )
 
+from crossfeed.core.schema import MAX_ID_CHARS, MAX_TAGS, MAX_TEXT_CHARS
+from crossfeed.core.text import normalize_hashtag
 from crossfeed.indexer.base import SearchFilter
-from crossfeed.streams.normalize import normalize_hashtag
-from crossfeed.streams.schema import MAX_ID_CHARS, MAX_TAGS, MAX_TEXT_CHARS
 
 Modality = Literal["text", "image", "video"]
 QueryKind = Literal["text", "image", "post"]

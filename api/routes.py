@@ -35,7 +35,7 @@ from crossfeed.api.models import (
 )
 from crossfeed.api.search import Query, SearchContext, moment_span, run_search
 from crossfeed.api.upload import read_json, read_upload_form
-from crossfeed.streams.schema import MAX_ID_CHARS, MAX_TEXT_CHARS
+from crossfeed.core.schema import MAX_ID_CHARS, MAX_TEXT_CHARS
 
 router = APIRouter(prefix="/v1")
 

@@ -29,12 +29,12 @@ from crossfeed.api.models import (
     SearchResponse,
     SearchResult,
 )
+from crossfeed.core.metrics import Metrics
+from crossfeed.core.schema import MAX_MEDIA
 from crossfeed.encoders.base import Embedder
 from crossfeed.encoders.media import decode_image
 from crossfeed.encoders.moments import MAX_MOMENTS
 from crossfeed.indexer.base import Hit, IndexRow, SearchFilter, VectorIndex
-from crossfeed.ops.metrics import Metrics
-from crossfeed.streams.schema import MAX_MEDIA
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ Two body types, dispatched on Content-Type like ``/v1/search``:
   stored media vector (else text vector) is used; the post itself never votes.
 
 The item is embedded with the serving model, its nearest indexed posts vote
-for their tags (see :mod:`crossfeed.encoders.translate`), and when the head
+for their tags (see :mod:`crossfeed.retrieval.suggest`), and when the head
 version is a tag space its own tag posterior is mixed in.
 """
 
@@ -27,16 +27,16 @@ from crossfeed.api.exceptions import BadRequestError, UnsupportedMediaTypeError
 from crossfeed.api.models import ErrorResponse
 from crossfeed.api.search import query_row_for_post
 from crossfeed.api.upload import read_json, read_upload_form
+from crossfeed.core.schema import MAX_ID_CHARS
+from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.encoders.media import decode_image, decode_video, sniff_container
-from crossfeed.encoders.translate import (
+from crossfeed.indexer.base import VectorIndex
+from crossfeed.retrieval.suggest import (
     MAX_NEIGHBOURS,
     embed_media_with_posterior,
     suggest_tags_for_media,
 )
-from crossfeed.indexer.base import VectorIndex
-from crossfeed.ops.settings import Settings
-from crossfeed.streams.schema import MAX_ID_CHARS
 
 router = APIRouter(prefix="/v1")
 

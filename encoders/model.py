@@ -26,9 +26,9 @@ from crossfeed.encoders.media import VideoSource, decode_image, decode_video
 from crossfeed.exceptions import ConfigError
 
 if TYPE_CHECKING:
+    from crossfeed.core.settings import EncoderSettings, Settings
     from crossfeed.encoders.image import ImageTower
     from crossfeed.encoders.text import TextTower
-    from crossfeed.ops.settings import EncoderSettings, Settings
 
 log = logging.getLogger(__name__)
 

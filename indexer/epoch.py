@@ -10,8 +10,8 @@ from __future__ import annotations
 import redis
 import redis.asyncio as aioredis
 
+from crossfeed.core.settings import RedisSettings
 from crossfeed.indexer.exceptions import IndexUnavailableError
-from crossfeed.ops.settings import RedisSettings
 
 _SUFFIX = "index:epoch"
 

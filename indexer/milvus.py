@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import grpc
 from pymilvus import DataType, MilvusClient, MilvusException
 
+from crossfeed.core.settings import MilvusSettings
 from crossfeed.indexer.base import Hit, IndexRow, SearchFilter, VectorIndex
 from crossfeed.indexer.exceptions import (
     IndexNotReadyError,
@@ -51,7 +52,6 @@ from crossfeed.indexer.schema import (
     prepare_row,
     row_to_entity,
 )
-from crossfeed.ops.settings import MilvusSettings
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ from crossfeed.exceptions import CrossfeedError
 
 # Modules that register sub-commands, in help order.
 _COMMAND_MODULES = (
-    "crossfeed.ops.engines",  # up, down, status
-    "crossfeed.ops.corpus",  # corpus
-    "crossfeed.ops.produce",  # produce
-    "crossfeed.ops.reindex",  # reindex
-    "crossfeed.ops.index_collections",  # collections
-    "crossfeed.ops.serve",  # serve, demo
-    "crossfeed.encoders.train.cli",  # train, eval
-    "crossfeed.ops.bench",  # bench
+    "crossfeed.ops.engines.control",  # up, down, status
+    "crossfeed.corpus.build",  # corpus
+    "crossfeed.ops.data.produce",  # produce
+    "crossfeed.ops.data.reindex",  # reindex
+    "crossfeed.ops.data.collections",  # collections
+    "crossfeed.ops.run.serve",  # serve, demo
+    "crossfeed.train.cli",  # train, eval
+    "crossfeed.ops.bench.cli",  # bench
 )
 
 

@@ -29,16 +29,16 @@ from typing import Any, cast
 
 import faust
 
+from crossfeed.core.metrics import Metrics
+from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.exceptions import ConfigError
 from crossfeed.indexer.base import VectorIndex
-from crossfeed.ops.metrics import Metrics
-from crossfeed.ops.settings import Settings
 from crossfeed.streams.dedupe import DedupeStore, RedisDedupeStore
+from crossfeed.streams.delivery import MAX_MESSAGE_BYTES, NormalizeStage, Publisher
 from crossfeed.streams.embed import EmbedStage
-from crossfeed.streams.indexing import EpochBumper, IndexStage
+from crossfeed.streams.index import EpochBumper, IndexStage
 from crossfeed.streams.media import DecodeLimits, MediaFetcher, MediaPolicy
-from crossfeed.streams.stages import MAX_MESSAGE_BYTES, NormalizeStage, Publisher
 
 log = logging.getLogger(__name__)
 

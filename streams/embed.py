@@ -29,11 +29,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from crossfeed.core.metrics import Metrics
+from crossfeed.core.schema import CleanPost, Modality, VectorRecord
+from crossfeed.core.settings import KafkaSettings
+from crossfeed.core.text import embedding_text
 from crossfeed.encoders.base import Embedder
 from crossfeed.encoders.moments import Moment, segment_moments
-from crossfeed.encoders.translate import embed_media_with_posterior, media_posteriors
-from crossfeed.ops.metrics import Metrics
-from crossfeed.ops.settings import KafkaSettings
+from crossfeed.retrieval.suggest import embed_media_with_posterior, media_posteriors
+from crossfeed.streams.delivery import DeadLetters, Publisher
 from crossfeed.streams.exceptions import MediaError
 from crossfeed.streams.media import (
     DecodeLimits,
@@ -41,9 +44,6 @@ from crossfeed.streams.media import (
     decode_image_bytes,
     decode_video_bytes,
 )
-from crossfeed.streams.normalize import embedding_text
-from crossfeed.streams.schema import CleanPost, Modality, VectorRecord
-from crossfeed.streams.stages import DeadLetters, Publisher
 from crossfeed.streams.suggest import TagSuggestStep
 
 log = logging.getLogger(__name__)

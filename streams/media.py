@@ -32,14 +32,14 @@ from urllib.parse import urljoin, urlsplit
 
 from PIL import Image
 
-from crossfeed.ops.settings import Settings
+from crossfeed.core.schema import MediaItem
+from crossfeed.core.settings import Settings
 from crossfeed.streams.exceptions import (
     MediaError,
     MediaFetchError,
     MediaRefusedError,
     MediaTooLargeError,
 )
-from crossfeed.streams.schema import MediaItem
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from crossfeed.core.metrics import Metrics
 from crossfeed.indexer.exceptions import VectorIndexError
-from crossfeed.ops.metrics import Metrics
 from crossfeed.streams.app import build_pipeline
+from crossfeed.streams.delivery import Publisher
 from crossfeed.streams.exceptions import ReindexError
 from crossfeed.streams.reindex_kafka import (
     CatchUpPoller,
@@ -42,15 +43,14 @@ from crossfeed.streams.reindex_kafka import (
     open_consumer,
     open_producer,
 )
-from crossfeed.streams.stages import Publisher
 
 if TYPE_CHECKING:
     from kafka import KafkaConsumer
 
+    from crossfeed.core.settings import Settings
     from crossfeed.encoders.base import Embedder
     from crossfeed.indexer.base import VectorIndex
-    from crossfeed.ops.settings import Settings
-    from crossfeed.streams.indexing import EpochBumper
+    from crossfeed.streams.index import EpochBumper
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from crossfeed.streams.exceptions import ReindexError
 if TYPE_CHECKING:
     from kafka import KafkaConsumer, KafkaProducer
 
-    from crossfeed.ops.settings import Settings
+    from crossfeed.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def open_consumer(settings: Settings, group: str, batch_size: int) -> KafkaConsu
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
-    from crossfeed.ops.produce import bootstrap_timeout, client_kwargs
+    from crossfeed.ops.data.produce import bootstrap_timeout, client_kwargs
 
     kafka = settings.kafka
     try:
@@ -102,7 +102,7 @@ def open_consumer(settings: Settings, group: str, batch_size: int) -> KafkaConsu
 def open_producer(settings: Settings) -> KafkaProducer:
     from kafka import KafkaProducer
 
-    from crossfeed.ops.produce import MAX_MESSAGE_BYTES, bootstrap_timeout, client_kwargs
+    from crossfeed.ops.data.produce import MAX_MESSAGE_BYTES, bootstrap_timeout, client_kwargs
 
     return KafkaProducer(
         client_id="crossfeed-reindex",

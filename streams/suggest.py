@@ -4,7 +4,7 @@ When ``CROSSFEED_SUGGEST_TAGS`` is on, every image and video of a post that
 carries no hashtags gets up to ``suggest_top_k`` proposed tags, from its
 nearest already-indexed posts of the same model version (and the head's tag
 posterior when the head is a tag space): the recipe of ``POST
-/v1/suggest-tags``, :func:`crossfeed.encoders.translate.suggest_tags_for_media`.
+/v1/suggest-tags``, :func:`crossfeed.retrieval.suggest.suggest_tags_for_media`.
 They travel on the vector record as ``suggested_tags`` and are stored beside,
 never inside, the author's tags.
 
@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from crossfeed.encoders.translate import suggest_tags_for_media
+from crossfeed.core.metrics import Metrics
+from crossfeed.core.schema import CleanPost
+from crossfeed.core.settings import Settings, StreamSettings
 from crossfeed.indexer.base import VectorIndex
-from crossfeed.ops.metrics import Metrics
-from crossfeed.ops.settings import Settings, StreamSettings
-from crossfeed.streams.schema import CleanPost
+from crossfeed.retrieval.suggest import suggest_tags_for_media
 
 log = logging.getLogger(__name__)
 

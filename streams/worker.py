@@ -16,10 +16,10 @@ from typing import Any
 
 from mode import Service
 
+from crossfeed.core.metrics import Metrics
+from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.indexer.base import VectorIndex
-from crossfeed.ops.metrics import Metrics
-from crossfeed.ops.settings import Settings
 from crossfeed.streams.app import STAGES, Pipeline, check_stages, create_app
 from crossfeed.streams.exceptions import WorkerError
 

@@ -2,7 +2,7 @@
 
 ``engines`` (session scope) makes the three engines reachable at the URLs the
 environment configures: whatever is not already running is started with
-:func:`crossfeed.ops.engines.up`, pidfiles under ``<repo>/.state/test``, and only
+:func:`crossfeed.ops.engines.control.up`, pidfiles under ``<repo>/.state/test``, and only
 that is stopped at the end. If an engine cannot be started the requesting tests
 *error*: integration tests never skip silently. Only integration tests request it,
 so unit tests never start anything.
@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from crossfeed.ops.settings import Settings, StateSettings
+from crossfeed.core.settings import Settings, StateSettings
 
 if TYPE_CHECKING:
-    from crossfeed.ops.engines import EngineStatus
+    from crossfeed.ops.engines.control import EngineStatus
 
 TEST_STATE_DIR = Path(__file__).resolve().parents[1] / ".state" / "test"
 _NAME_PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
@@ -50,7 +50,7 @@ def unique_name() -> Callable[[str], str]:
 @pytest.fixture(scope="session")
 def engines() -> Iterator[list[EngineStatus]]:
     """Kafka-protocol broker, Milvus and Redis, ready; yields their EngineStatus list."""
-    from crossfeed.ops.engines import down, up
+    from crossfeed.ops.engines.control import down, up
 
     s = Settings()
     s.state = StateSettings(state_dir=TEST_STATE_DIR)

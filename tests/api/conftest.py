@@ -13,11 +13,11 @@ from PIL import Image
 
 from crossfeed.api.app import create_app
 from crossfeed.api.cache import MemorySearchCache
+from crossfeed.core.metrics import Metrics
+from crossfeed.core.settings import Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.base import IndexRow
 from crossfeed.indexer.memory import InMemoryIndex
-from crossfeed.ops.metrics import Metrics
-from crossfeed.ops.settings import Settings
 
 DIM = 32
 T0 = datetime(2024, 5, 1, tzinfo=UTC)

@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from crossfeed.api.app import create_app
+from crossfeed.core.settings import Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.base import Hit, IndexRow, SearchFilter
 from crossfeed.indexer.epoch import IndexEpoch
 from crossfeed.indexer.milvus import MilvusIndex
-from crossfeed.ops.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -8,12 +8,12 @@ from fastapi.testclient import TestClient
 
 from crossfeed.api.app import create_app
 from crossfeed.api.cache import MemorySearchCache
+from crossfeed.core.metrics import Metrics
+from crossfeed.core.settings import Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.base import Hit, IndexRow, SearchFilter
 from crossfeed.indexer.exceptions import IndexUnavailableError
 from crossfeed.indexer.memory import InMemoryIndex
-from crossfeed.ops.metrics import Metrics
-from crossfeed.ops.settings import Settings
 
 
 def test_get_post_returns_stored_fields_without_vectors(client: TestClient) -> None:

@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 
 from crossfeed.api.app import create_app
 from crossfeed.api.cache import MemorySearchCache
+from crossfeed.core.settings import Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.memory import InMemoryIndex
-from crossfeed.ops.settings import Settings
 
 
 def _ids(body: dict) -> list[str]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossfeed.ops.settings import EncoderSettings
+from crossfeed.core.settings import EncoderSettings
 
 
 def _make_video(

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from crossfeed.core.settings import EncoderSettings, Settings
 from crossfeed.encoders.exceptions import MediaDecodeError, ModelLoadError
 from crossfeed.encoders.heads import FALLBACK_VERSION, HeadSpec, ProjectionHead, save_heads
 from crossfeed.encoders.image import ImageTower, parse_image_model
 from crossfeed.encoders.model import SharedSpaceEmbedder, load_embedder, resolve_device
 from crossfeed.encoders.text import TextTower
 from crossfeed.exceptions import ConfigError
-from crossfeed.ops.settings import EncoderSettings, Settings
 
 
 def _shape_image(color: tuple[int, int, int], shape: str, size: int = 160) -> Image.Image:

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from crossfeed.core.settings import Settings
 from crossfeed.encoders.exceptions import TrainingError
 from crossfeed.encoders.heads import list_versions, load_heads
 from crossfeed.encoders.model import SharedSpaceEmbedder
-from crossfeed.encoders.train.features import extract_features
-from crossfeed.encoders.train.ridge import _group_folds, fit_bootstrap_head, fit_ridge
-from crossfeed.ops.settings import Settings
+from crossfeed.train.features import extract_features
+from crossfeed.train.ridge import _group_folds, fit_bootstrap_head, fit_ridge
 
 
 def _synthetic(n: int, d: int, noise: float, seed: int = 0):

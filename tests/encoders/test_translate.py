@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crossfeed.encoders.translate import (
+from crossfeed.exceptions import InvalidInputError
+from crossfeed.indexer.base import Hit, IndexRow
+from crossfeed.indexer.memory import InMemoryIndex
+from crossfeed.retrieval.suggest import (
     Neighbour,
     VoteConfig,
     neighbours_from_hits,
@@ -13,9 +16,6 @@ from crossfeed.encoders.translate import (
     suggest_tags_for_vector,
     vote_tags,
 )
-from crossfeed.exceptions import InvalidInputError
-from crossfeed.indexer.base import Hit, IndexRow
-from crossfeed.indexer.memory import InMemoryIndex
 
 
 def _row(post: str, item: int, vector: list[float], tags: tuple[str, ...], version: str = "v"):

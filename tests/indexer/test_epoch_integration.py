@@ -9,9 +9,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from crossfeed.core.settings import RedisSettings
 from crossfeed.indexer.epoch import AsyncIndexEpoch, IndexEpoch, epoch_key
 from crossfeed.indexer.exceptions import IndexUnavailableError
-from crossfeed.ops.settings import RedisSettings
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from pymilvus import CollectionSchema
 
+from crossfeed.core.settings import MilvusSettings
 from crossfeed.indexer.base import IndexRow, SearchFilter
 from crossfeed.indexer.exceptions import IndexSchemaError, IndexUnavailableError
 from crossfeed.indexer.milvus import MilvusIndex
 from crossfeed.indexer.schema import TEXT_MAX_BYTES
-from crossfeed.ops.settings import MilvusSettings
 
 pytestmark = pytest.mark.integration
 

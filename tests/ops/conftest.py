@@ -43,7 +43,7 @@ def private_deployment(
     from kafka.admin import KafkaAdminClient
     from pymilvus import MilvusClient
 
-    from crossfeed.ops.settings import MilvusSettings
+    from crossfeed.core.settings import MilvusSettings
 
     admin = KafkaAdminClient(bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     client = MilvusClient(uri=MilvusSettings().uri)

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crossfeed.ops.bench_all import combine, headline
-from crossfeed.ops.bench_corpus import expected_rows
-from crossfeed.ops.bench_engines import MILVUS_PORT_RANGE, engine_settings, pick_milvus_port
-from crossfeed.ops.bench_ingest import FreshnessTracker, split_phases
-from crossfeed.ops.bench_live import BenchNames, bench_settings, worker_env
-from crossfeed.ops.bench_query import text_queries
-from crossfeed.ops.bench_report import (
+from crossfeed.core.schema import MediaItem, Post
+from crossfeed.core.settings import Settings
+from crossfeed.ops.bench.corpus import expected_rows
+from crossfeed.ops.bench.engines import MILVUS_PORT_RANGE, engine_settings, pick_milvus_port
+from crossfeed.ops.bench.ingest import FreshnessTracker, split_phases
+from crossfeed.ops.bench.live import BenchNames, bench_settings, worker_env
+from crossfeed.ops.bench.query import text_queries
+from crossfeed.ops.bench.report import (
     BenchReport,
     Table,
     fmt,
@@ -33,9 +34,8 @@ from crossfeed.ops.bench_report import (
     summarize,
     write_report,
 )
+from crossfeed.ops.bench.summary import combine, headline
 from crossfeed.ops.exceptions import BenchError
-from crossfeed.ops.settings import Settings
-from crossfeed.streams.schema import MediaItem, Post
 
 TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 COLLECTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
@@ -233,7 +233,7 @@ def test_bench_settings_override_without_touching_the_base() -> None:
 
 
 def test_milvus_port_block_avoids_the_default_instance() -> None:
-    from crossfeed.ops.engines_launch import MILVUS_DEFAULT_PORTS, milvus_ports
+    from crossfeed.ops.engines.launch import MILVUS_DEFAULT_PORTS, milvus_ports
 
     for seed in range(20):
         port = pick_milvus_port(random.Random(seed))
@@ -323,9 +323,9 @@ def test_cli_rejects_unknown_parts() -> None:
 
 
 def test_pin_model_version(tmp_path: Path) -> None:
+    from crossfeed.core.settings import EncoderSettings
     from crossfeed.encoders.heads import FALLBACK_VERSION
-    from crossfeed.ops.bench_live import pin_model_version
-    from crossfeed.ops.settings import EncoderSettings
+    from crossfeed.ops.bench.live import pin_model_version
 
     base = Settings()
     base.encoder = EncoderSettings(models_dir=tmp_path / "none", model_version="latest")
@@ -342,7 +342,7 @@ def test_pin_model_version(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_query_end_to_end(engines: object, tmp_path: Path) -> None:
     """A tiny corpus through the real pipeline, then real HTTP queries against it."""
-    from crossfeed.ops.bench_live import RowProbe
+    from crossfeed.ops.bench.live import RowProbe
     from crossfeed.ops.cli import main
 
     out = tmp_path / "bench"

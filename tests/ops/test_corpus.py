@@ -16,18 +16,18 @@ from pathlib import Path
 import av
 import pytest
 
-from crossfeed.exceptions import InvalidInputError
-from crossfeed.ops import corpus as corpus_mod
-from crossfeed.ops.corpus import build_corpus, ensure_clipart, read_posts, split_posts
-from crossfeed.ops.corpus_fallback import generate_images
-from crossfeed.ops.corpus_source import (
+from crossfeed.core.schema import Post
+from crossfeed.corpus import build as corpus_mod
+from crossfeed.corpus.build import build_corpus, ensure_clipart, read_posts, split_posts
+from crossfeed.corpus.fallback import generate_images
+from crossfeed.corpus.source import (
     DEFAULT_CLIPART_ROOT,
     scan_images,
     singular,
     subject_words,
 )
-from crossfeed.ops.corpus_text import IRRELEVANT_TAGS, _elongate, _typo
-from crossfeed.streams.schema import Post
+from crossfeed.corpus.text import IRRELEVANT_TAGS, _elongate, _typo
+from crossfeed.exceptions import InvalidInputError
 
 
 def _make_tree(dest: Path, per_category: int = 8) -> dict[str, str]:
@@ -340,7 +340,7 @@ def test_cli_builds_and_prints_media_roots(tree, tmp_path: Path, capsys) -> None
 
 @pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
 def test_write_video_with_each_codec(tree, tmp_path: Path, codec: str) -> None:
-    from crossfeed.ops.corpus_video import write_video
+    from crossfeed.corpus.video import write_video
 
     if codec not in av.codecs_available:
         pytest.skip(f"{codec} not in this PyAV build")

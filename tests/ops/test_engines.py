@@ -14,13 +14,14 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from crossfeed.core.settings import Settings, StateSettings
 from crossfeed.exceptions import ConfigError
-from crossfeed.ops import engines as eng
-from crossfeed.ops import engines_launch, engines_procs
-from crossfeed.ops.engines import EngineStatus, display_url, down, endpoints, status, up
-from crossfeed.ops.engines_procs import Endpoint, PidFiles, ProcessRecord, reachable
+from crossfeed.ops.engines import control as eng
+from crossfeed.ops.engines import launch as engines_launch
+from crossfeed.ops.engines import procs as engines_procs
+from crossfeed.ops.engines.control import EngineStatus, display_url, down, endpoints, status, up
+from crossfeed.ops.engines.procs import Endpoint, PidFiles, ProcessRecord, reachable
 from crossfeed.ops.exceptions import BinaryIntegrityError, EngineStartError
-from crossfeed.ops.settings import Settings, StateSettings
 
 
 def _settings(state_dir: Path, **urls: str) -> Settings:

@@ -8,12 +8,12 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
+from crossfeed.core.settings import MilvusSettings
 from crossfeed.indexer.base import IndexRow
 from crossfeed.indexer.milvus import MilvusIndex
 from crossfeed.ops.cli import main
+from crossfeed.ops.data.collections import drop_collection, ours
 from crossfeed.ops.exceptions import OpsError
-from crossfeed.ops.index_collections import drop_collection, ours
-from crossfeed.ops.settings import MilvusSettings
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from crossfeed.core.settings import MilvusSettings, Settings
 from crossfeed.ops.cli import main
-from crossfeed.ops.settings import MilvusSettings, Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -83,9 +83,9 @@ def test_train_reindex_and_switch_to_a_tag_space(
     from fastapi.testclient import TestClient
 
     from crossfeed.api.app import create_app
-    from crossfeed.ops.corpus import build_corpus, ensure_clipart
-    from crossfeed.ops.demo import expected_rows
-    from crossfeed.ops.produce import produce
+    from crossfeed.corpus.build import build_corpus, ensure_clipart
+    from crossfeed.ops.data.produce import produce
+    from crossfeed.ops.run.demo import expected_rows
 
     tmp: Path = names["tmp"]
     env: dict[str, str] = names["env"]

@@ -13,18 +13,18 @@ from typing import Any, ClassVar
 
 import pytest
 
+from crossfeed.core.schema import Post
+from crossfeed.core.settings import KafkaSettings
 from crossfeed.exceptions import InvalidInputError
-from crossfeed.ops import produce as produce_mod
-from crossfeed.ops.exceptions import ProduceError
-from crossfeed.ops.produce import (
+from crossfeed.ops.data import produce as produce_mod
+from crossfeed.ops.data.produce import (
     MAX_MESSAGE_BYTES,
     _encode,
     client_kwargs,
     ensure_topics,
     produce,
 )
-from crossfeed.ops.settings import KafkaSettings
-from crossfeed.streams.schema import Post
+from crossfeed.ops.exceptions import ProduceError
 
 
 def _post(i: int, text: str = "hello") -> Post:
@@ -211,7 +211,7 @@ def test_clean_topic_is_created_compacted(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_the_stream_app_declares_the_clean_topic_compacted() -> None:
-    from crossfeed.ops.settings import Settings
+    from crossfeed.core.settings import Settings
     from crossfeed.streams.app import create_app
 
     app = create_app(Settings(), stages=("embed",), embedder=None)
@@ -251,7 +251,7 @@ def _consume(broker: str, topic: str, expected: int, timeout_s: float = 30.0) ->
 @pytest.mark.integration
 @pytest.mark.usefixtures("engines")
 def test_produce_corpus_and_read_it_back(tmp_path: Path) -> None:
-    from crossfeed.ops.corpus import build_corpus
+    from crossfeed.corpus.build import build_corpus
 
     corpus = build_corpus(
         tmp_path / "corpus", clipart_root=None, seed=1, progress=False, inline_fraction=0.3

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from crossfeed.ops.cli import build_parser, main
-from crossfeed.ops.reindex import stop_on_signals
+from crossfeed.ops.data.reindex import stop_on_signals
 from crossfeed.streams import reindex as reindex_module
 from crossfeed.streams.reindex import ReindexReport
 

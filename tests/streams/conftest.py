@@ -133,12 +133,12 @@ async def run_embed_stage(
 ) -> list[Any]:
     """One batch through a real EmbedStage (default settings, recording publisher);
     returns the vector records it published."""
-    from crossfeed.ops.metrics import Metrics
-    from crossfeed.ops.settings import KafkaSettings, Settings
+    from crossfeed.core.metrics import Metrics
+    from crossfeed.core.schema import VectorRecord
+    from crossfeed.core.settings import KafkaSettings, Settings
+    from crossfeed.streams.delivery import RecordingPublisher
     from crossfeed.streams.embed import EmbedStage
     from crossfeed.streams.media import DecodeLimits, MediaFetcher, MediaPolicy
-    from crossfeed.streams.schema import VectorRecord
-    from crossfeed.streams.stages import RecordingPublisher
 
     settings, topics, pub = Settings(), KafkaSettings(), RecordingPublisher()
     stage = EmbedStage(

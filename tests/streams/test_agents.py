@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
+from crossfeed.core.metrics import Metrics
+from crossfeed.core.schema import CleanPost, DeadLetter, VectorRecord
+from crossfeed.core.settings import KafkaSettings, Settings, StreamSettings
 from crossfeed.encoders.testing import HashingEmbedder
-from crossfeed.ops.metrics import Metrics
-from crossfeed.ops.settings import KafkaSettings, Settings, StreamSettings
 from crossfeed.streams.app import AGENT_NAMES, create_app
 from crossfeed.streams.dedupe import InMemoryDedupeStore
-from crossfeed.streams.schema import CleanPost, DeadLetter, VectorRecord
-from crossfeed.streams.stages import RecordingPublisher
+from crossfeed.streams.delivery import RecordingPublisher
 
 TOPICS = KafkaSettings()
 
@@ -194,7 +194,7 @@ async def test_normalize_detects_reposts(normalize_app, raw_post, image_media, p
 def _clean_bytes(post_id: str, **overrides: Any) -> bytes:
     from datetime import UTC, datetime
 
-    from crossfeed.streams.schema import Post
+    from crossfeed.core.schema import Post
 
     duplicate_of = overrides.pop("duplicate_of", None)
     hashtags = overrides.pop("hashtags", ["beach"])

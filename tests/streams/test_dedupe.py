@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from crossfeed.ops.settings import RedisSettings
+from crossfeed.core.settings import RedisSettings
 from crossfeed.streams.dedupe import DedupeStore, InMemoryDedupeStore, RedisDedupeStore
 from crossfeed.streams.exceptions import DedupeUnavailableError
 

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
+from crossfeed.core.metrics import Metrics
+from crossfeed.core.schema import DeadLetter, VectorRecord
+from crossfeed.core.settings import KafkaSettings, Settings, StreamSettings
 from crossfeed.indexer.base import IndexRow
 from crossfeed.indexer.exceptions import IndexUnavailableError
 from crossfeed.indexer.memory import InMemoryIndex
-from crossfeed.ops.metrics import Metrics
-from crossfeed.ops.settings import KafkaSettings, Settings, StreamSettings
 from crossfeed.streams.app import AGENT_NAMES, create_app
-from crossfeed.streams.indexing import IndexStage
-from crossfeed.streams.schema import DeadLetter, VectorRecord
-from crossfeed.streams.stages import RecordingPublisher
+from crossfeed.streams.delivery import RecordingPublisher
+from crossfeed.streams.index import IndexStage
 
 TOPICS = KafkaSettings()
 DIM = 8
@@ -89,7 +89,7 @@ async def test_upsert_is_idempotent_and_bumps_epoch() -> None:
 
 
 async def test_retriable_errors_are_retried_not_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    import crossfeed.streams.stages as stages
+    import crossfeed.streams.delivery as stages
 
     real_sleep = asyncio.sleep
     monkeypatch.setattr(stages.asyncio, "sleep", lambda s: real_sleep(0))

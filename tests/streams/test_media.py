@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from crossfeed.core.schema import MediaItem
 from crossfeed.encoders.exceptions import MediaDecodeError
 from crossfeed.streams.exceptions import (
     MediaError,
@@ -23,7 +24,6 @@ from crossfeed.streams.media import (
     decode_video_bytes,
     is_public_address,
 )
-from crossfeed.streams.schema import MediaItem
 
 LIMITS = DecodeLimits(max_bytes=1 << 20, max_pixels=10_000_000, video_fps=1.0, video_max_frames=4)
 

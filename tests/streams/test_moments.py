@@ -15,12 +15,12 @@ from PIL import Image
 
 from crossfeed.api.app import create_app
 from crossfeed.api.cache import MemorySearchCache
+from crossfeed.core.metrics import Metrics
+from crossfeed.core.schema import CleanPost, Post
+from crossfeed.core.settings import KafkaSettings, Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.memory import InMemoryIndex
-from crossfeed.ops.metrics import Metrics
-from crossfeed.ops.settings import KafkaSettings, Settings
-from crossfeed.streams.indexing import to_index_row
-from crossfeed.streams.schema import CleanPost, Post
+from crossfeed.streams.index import to_index_row
 
 TOPICS = KafkaSettings()
 RED, BLUE, GREEN = (220, 20, 20), (20, 20, 220), (20, 200, 20)

@@ -6,7 +6,8 @@ import base64
 
 import pytest
 
-from crossfeed.streams.normalize import (
+from crossfeed.core.schema import MediaItem
+from crossfeed.core.text import (
     clean_text,
     clean_text_and_hashtags,
     content_hash,
@@ -21,7 +22,6 @@ from crossfeed.streams.normalize import (
     strip_mentions,
     strip_urls,
 )
-from crossfeed.streams.schema import MediaItem
 
 
 @pytest.mark.parametrize(

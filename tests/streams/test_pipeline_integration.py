@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
+from crossfeed.core.schema import DeadLetter
+from crossfeed.core.settings import MilvusSettings, RedisSettings, Settings
 from crossfeed.indexer.milvus import MilvusIndex
-from crossfeed.ops.settings import MilvusSettings, RedisSettings, Settings
-from crossfeed.streams.schema import DeadLetter
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,7 +38,7 @@ _WORKER = """
 import logging
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 from crossfeed.encoders.testing import HashingEmbedder
-from crossfeed.ops.settings import Settings
+from crossfeed.core.settings import Settings
 from crossfeed.streams.worker import run_worker
 run_worker(Settings(), embedder=HashingEmbedder(dim={dim}))
 """

@@ -13,13 +13,15 @@ from typing import Any
 
 import pytest
 
+from crossfeed.core.metrics import Metrics
+from crossfeed.core.schema import VectorRecord
+from crossfeed.core.settings import KafkaSettings, Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.memory import InMemoryIndex
-from crossfeed.ops.metrics import Metrics
-from crossfeed.ops.settings import KafkaSettings, Settings
 from crossfeed.streams.app import build_pipeline
+from crossfeed.streams.delivery import RecordingPublisher
 from crossfeed.streams.exceptions import ReindexError
-from crossfeed.streams.indexing import IndexStage
+from crossfeed.streams.index import IndexStage
 from crossfeed.streams.reindex import (
     RoutingPublisher,
     default_collection,
@@ -28,8 +30,6 @@ from crossfeed.streams.reindex import (
     slug,
 )
 from crossfeed.streams.reindex_kafka import CatchUpPoller
-from crossfeed.streams.schema import VectorRecord
-from crossfeed.streams.stages import RecordingPublisher
 
 TOPICS = KafkaSettings()
 MILVUS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
@@ -129,7 +129,7 @@ async def test_index_stage_skips_other_versions(caplog: pytest.LogCaptureFixture
         metrics=metrics,
         model_version="hash-v2",
     )
-    caplog.set_level(logging.INFO, logger="crossfeed.streams.indexing")
+    caplog.set_level(logging.INFO, logger="crossfeed.streams.index")
     # The new version's row first; an old record for the same post must not overwrite it.
     first = await stage.handle_batch(_records(new, ["a", "b"]))
     second = await stage.handle_batch(_records(old, ["a", "c"]) + _records(new, ["d"]))

@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
+from crossfeed.core.schema import CleanPost, DeadLetter, Post
+from crossfeed.core.settings import Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.base import SearchFilter
 from crossfeed.indexer.milvus import MilvusIndex
-from crossfeed.ops.produce import client_kwargs, ensure_topics, produce
-from crossfeed.ops.settings import Settings
+from crossfeed.ops.data.produce import client_kwargs, ensure_topics, produce
 from crossfeed.streams.exceptions import ReindexError
 from crossfeed.streams.reindex import default_collection, default_group, run_reindex
-from crossfeed.streams.schema import CleanPost, DeadLetter, Post
 
 pytestmark = pytest.mark.integration
 

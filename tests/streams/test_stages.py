@@ -7,17 +7,17 @@ import json
 
 import pytest
 
-from crossfeed.ops.metrics import Metrics
-from crossfeed.ops.settings import KafkaSettings
+from crossfeed.core.metrics import Metrics
+from crossfeed.core.schema import CleanPost, DeadLetter
+from crossfeed.core.settings import KafkaSettings
 from crossfeed.streams.dedupe import DedupeStore, InMemoryDedupeStore
-from crossfeed.streams.exceptions import DedupeUnavailableError, MediaRefusedError
-from crossfeed.streams.schema import CleanPost, DeadLetter
-from crossfeed.streams.stages import (
+from crossfeed.streams.delivery import (
     DeadLetters,
     NormalizeStage,
     RecordingPublisher,
     retry_forever,
 )
+from crossfeed.streams.exceptions import DedupeUnavailableError, MediaRefusedError
 
 TOPICS = KafkaSettings()
 
@@ -92,7 +92,7 @@ async def test_oversized_clean_post_is_deadlettered(raw_post) -> None:  # type: 
 
 
 async def test_cleaning_bug_costs_one_post(raw_post, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import crossfeed.streams.stages as stages
+    import crossfeed.streams.delivery as stages
 
     def boom(text: str) -> tuple[str, list[str]]:
         if "explode" in text:
@@ -108,7 +108,7 @@ async def test_cleaning_bug_costs_one_post(raw_post, monkeypatch) -> None:  # ty
 
 
 async def test_redis_outage_is_waited_out(raw_post, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import crossfeed.streams.stages as stages
+    import crossfeed.streams.delivery as stages
 
     real_sleep = asyncio.sleep
     monkeypatch.setattr(stages.asyncio, "sleep", lambda s: real_sleep(0))

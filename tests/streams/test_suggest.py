@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from crossfeed.core.metrics import Metrics
+from crossfeed.core.schema import CleanPost, Post
+from crossfeed.core.settings import KafkaSettings, Settings, StreamSettings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.base import Hit, IndexRow, SearchFilter
 from crossfeed.indexer.exceptions import IndexUnavailableError
 from crossfeed.indexer.memory import InMemoryIndex
-from crossfeed.ops.metrics import Metrics
-from crossfeed.ops.settings import KafkaSettings, Settings, StreamSettings
-from crossfeed.streams.schema import CleanPost, Post
-from crossfeed.streams.stages import RecordingPublisher
+from crossfeed.streams.delivery import RecordingPublisher
 from crossfeed.streams.suggest import SuggestConfig, TagSuggestStep
 
 TOPICS = KafkaSettings()

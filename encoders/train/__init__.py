@@ -1,1 +1,0 @@
-"""crossfeed.encoders.train."""

@@ -1,0 +1,159 @@
+"""PNG figures of the bench reports (matplotlib, Agg backend: no display needed).
+
+One panel per bench: engine start times, encoder throughput per modality, ingest
+rows/s per modality, query latency distributions. ``bench all`` draws every panel
+it has results for on one figure. Panels read only ``report.results``, so a
+figure can be redrawn from a saved JSON file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from crossfeed.ops.bench.report import BenchReport
+
+log = logging.getLogger(__name__)
+
+
+def _log_y(ax: Any, label: str) -> None:
+    """Log scale with plain tick labels (0.1, 2, 50 rather than 10^-1, 2x10^0)."""
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(value: float, _pos: int) -> str:  # label 2x and 5x only: fewer, readable ticks
+        return f"{value:g}" if f"{value:.0e}"[0] in "25" else ""
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_ylabel(label)
+
+
+MODALITY_COLORS = {"text": "#4c72b0", "image": "#dd8452", "video": "#55a868"}
+
+
+def _bars(
+    ax: Any,
+    labels: list[str],
+    mid: list[float],
+    lo: list[float] | None = None,
+    hi: list[float] | None = None,
+) -> None:
+    """Bars at ``mid`` with min-max whiskers when ``lo``/``hi`` are given."""
+    colors = [MODALITY_COLORS.get(label, "#8172b2") for label in labels]
+    err = None
+    if lo is not None and hi is not None:
+        err = [
+            [m - a for m, a in zip(mid, lo, strict=True)],
+            [b - m for m, b in zip(mid, hi, strict=True)],
+        ]
+    ax.bar(labels, mid, color=colors, yerr=err, capsize=4)
+    for i, value in enumerate(mid):
+        ax.annotate(f"{value:.3g}", (i, value), ha="center", va="bottom", fontsize=8)
+
+
+def plot_engines(ax: Any, results: dict[str, Any]) -> bool:
+    engines = results.get("engines") or {}
+    names = [n for n, r in engines.items() if r.get("summary")]
+    if not names:
+        return False
+    s = [engines[n]["summary"] for n in names]
+    _bars(ax, names, [x["p50"] for x in s], [x["min"] for x in s], [x["max"] for x in s])
+    _log_y(ax, "seconds, spawn -> ready (log)")
+    ax.set_title("engine start time (median, min-max)")
+    return True
+
+
+def plot_encoders(ax: Any, results: dict[str, Any]) -> bool:
+    thr = results.get("throughput") or {}
+    names = [m for m in ("text", "image", "video") if thr.get(m, {}).get("summary")]
+    if not names:
+        return False
+    s = [thr[m]["summary"] for m in names]
+    _bars(ax, names, [x["p50"] for x in s], [x["min"] for x in s], [x["max"] for x in s])
+    _log_y(ax, "items / s (log)")
+    device = results.get("device", "?")
+    ax.set_title(f"encoder throughput on {device} (median, min-max)")
+    return True
+
+
+def plot_ingest(ax: Any, results: dict[str, Any]) -> bool:
+    phases = results.get("phases") or {}
+    names = [m for m in ("text", "image", "video") if phases.get(m, {}).get("rows_per_s")]
+    if not names:
+        return False
+    values = [phases[m]["rows_per_s"] for m in names]
+    _bars(ax, names, values)
+    _log_y(ax, "rows indexed / s (log)")
+    fresh = (results.get("freshness_idle_s") or {}).get("summary")
+    title = "ingest, Kafka -> Milvus"
+    if fresh:
+        title += f" (freshness p50 {fresh['p50']:.2f} s)"
+    ax.set_title(title)
+    return True
+
+
+def plot_query(ax: Any, results: dict[str, Any]) -> bool:
+    kinds = results.get("kinds") or {}
+    data, labels = [], []
+    for kind, entry in kinds.items():
+        for mode in ("uncached", "cached"):
+            samples = (entry.get(mode) or {}).get("samples_ms") or []
+            if samples:
+                data.append(samples)
+                labels.append(f"{kind}\n{mode}")
+    if not data:
+        return False
+    ax.boxplot(data, showfliers=True, whis=(5, 95))
+    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
+    _log_y(ax, "ms per request, HTTP round trip (log)")
+    ax.set_title("query latency (box: p25-p75, whiskers: p5-p95)")
+    return True
+
+
+PANELS: dict[str, Callable[[Any, dict[str, Any]], bool]] = {
+    "engines": plot_engines,
+    "encoders": plot_encoders,
+    "ingest": plot_ingest,
+    "query": plot_query,
+}
+
+
+def draw_report(report: BenchReport, path: Path) -> bool:
+    """Draw ``report`` to ``path``; False (and no file) when there is nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    if report.name in PANELS:
+        sections = [(report.name, report.results)]
+    else:
+        sections = [
+            (n, report.results[n]) for n in PANELS if isinstance(report.results.get(n), dict)
+        ]
+    if not sections:
+        return False
+    cols = 1 if len(sections) == 1 else 2
+    rows = (len(sections) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.5 * rows), squeeze=False)
+    drawn = 0
+    try:
+        flat = list(axes.flat)
+        for ax, (name, results) in zip(flat, sections, strict=False):
+            if PANELS[name](ax, results):
+                drawn += 1
+            else:
+                ax.set_axis_off()
+        for ax in flat[len(sections) :]:
+            ax.set_axis_off()
+        if drawn:
+            fig.suptitle(report.title)
+            fig.tight_layout()
+            fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+    return drawn > 0

@@ -1,0 +1,1 @@
+"""crossfeed.ops.engines: the local engines (`crossfeed up|down|status`)."""

@@ -1,0 +1,129 @@
+"""Where each engine is configured to be, and whether it answers a real request.
+
+Readiness means more than an open port: Kafka answers a metadata request, Milvus
+lists its collections, Redis answers PING. Each probe is one short attempt (a few
+seconds at most), so callers can poll several engines round-robin.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from crossfeed.core.settings import Settings
+from crossfeed.exceptions import ConfigError
+from crossfeed.ops.engines.procs import Endpoint, parse_port, reachable
+
+ENGINES = ("kafka", "milvus", "redis")
+PROBE_TIMEOUT_S = 3.0
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+def endpoints(name: str, settings: Settings) -> list[Endpoint]:
+    """Where ``name`` is configured to be, parsed and validated."""
+    if name == "kafka":
+        servers = [s.strip() for s in settings.kafka.bootstrap.split(",") if s.strip()]
+        if not servers:
+            raise ConfigError("KAFKA_BOOTSTRAP is empty")
+        out = []
+        for server in servers:
+            host, sep, port = server.rpartition(":")
+            if not sep or not host:
+                raise ConfigError(f"KAFKA_BOOTSTRAP entry {server!r} is not host:port")
+            out.append(Endpoint(host.strip("[]"), parse_port(port, "KAFKA_BOOTSTRAP")))
+        return out
+    if name == "milvus":
+        return [_url_endpoint(settings.milvus.uri, "MILVUS_URI", ("http", "https", "tcp"), 19530)]
+    if name == "redis":
+        url = settings.redis.url.get_secret_value()
+        return [_url_endpoint(url, "REDIS_URL", ("redis", "rediss"), 6379)]
+    raise ConfigError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
+
+
+def _url_endpoint(url: str, what: str, schemes: tuple[str, ...], default_port: int) -> Endpoint:
+    parts = urlsplit(url)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ConfigError(
+            f"{what} must look like {schemes[0]}://host:port, got a {parts.scheme!r} URL"
+        )
+    try:
+        port = parts.port or default_port
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    return Endpoint(parts.hostname, port)
+
+
+def display_url(name: str, settings: Settings) -> str:
+    if name == "kafka":
+        return settings.kafka.bootstrap
+    if name == "milvus":
+        return settings.milvus.uri
+    parts = urlsplit(settings.redis.url.get_secret_value())
+    if parts.password or parts.username:
+        netloc = f"***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return parts._replace(netloc=netloc).geturl()
+    return parts.geturl()
+
+
+def probe(name: str, settings: Settings) -> str | None:
+    """None when ``name`` answers a real request, else why not (one short attempt)."""
+    eps = endpoints(name, settings)
+    if not any(reachable(ep) for ep in eps):
+        return f"nothing listens on {', '.join(map(str, eps))}"
+    try:
+        if name == "kafka":
+            _probe_kafka(settings)
+        elif name == "milvus":
+            _probe_milvus(settings)
+        else:
+            _probe_redis(settings)
+    except Exception as exc:  # any client error only means "not ready yet"
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _probe_kafka(settings: Settings) -> None:
+    from kafka import KafkaAdminClient
+
+    from crossfeed.ops.data.produce import client_kwargs
+
+    extra = {}
+    if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG:
+        extra["bootstrap_timeout_ms"] = int(PROBE_TIMEOUT_S * 1000)
+    client = KafkaAdminClient(
+        **client_kwargs(settings.kafka),
+        client_id="crossfeed-up",
+        request_timeout_ms=int(PROBE_TIMEOUT_S * 1000),
+        **extra,
+    )
+    try:
+        client.list_topics()  # a MetadataRequest round trip
+    finally:
+        client.close()
+
+
+def _probe_milvus(settings: Settings) -> None:
+    from pymilvus import MilvusClient
+
+    token = settings.milvus.token.get_secret_value() if settings.milvus.token else ""
+    client = MilvusClient(uri=settings.milvus.uri, token=token, timeout=PROBE_TIMEOUT_S)
+    try:
+        client.list_collections()
+    finally:
+        client.close()
+
+
+def _probe_redis(settings: Settings) -> None:
+    import redis
+
+    client = redis.Redis.from_url(
+        settings.redis.url.get_secret_value(),
+        socket_connect_timeout=PROBE_TIMEOUT_S,
+        socket_timeout=PROBE_TIMEOUT_S,
+    )
+    try:
+        if not client.ping():
+            raise ConnectionError("PING not answered")
+    finally:
+        client.close()

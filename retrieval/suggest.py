@@ -1,0 +1,317 @@
+"""Translation: propose tags for an untagged image or video from the shared space.
+
+The survey's third challenge is translating one modality into another; for a
+social feed the useful translation is media -> hashtags. Two sources of
+evidence are combined:
+
+* **neighbour voting**: the item's nearest indexed posts (any modality) each
+  vote for their own tags, weighted by a softmax of their similarity, so a
+  close neighbour counts far more than the 20th. A tag's vote is the weighted
+  share of tagged neighbours that carry it, a number in [0, 1];
+* **the head's tag posterior** (when the serving head version is a tag space,
+  see :mod:`crossfeed.train.tag_space`): ``p(tag | media)`` straight
+  from the image head, which also knows tags no neighbour happens to carry.
+
+``score = (1 - mix) * vote + mix * posterior``. Everything here is pure logic
+over hits and arrays, so the API route, the evaluation and (optionally) the
+stream's embed stage share one implementation: the stage would call
+:func:`suggest_tags_for_vector` with each new media vector.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from crossfeed.encoders.base import Embedder
+from crossfeed.exceptions import CrossfeedError, InvalidInputError
+from crossfeed.indexer.base import Hit, SearchFilter, VectorIndex
+
+if TYPE_CHECKING:
+    from crossfeed.train.tags import TagVocab
+
+log = logging.getLogger(__name__)
+
+# Fetch this many rows per wanted neighbour post: a post has a text row and
+# usually one media row, both of which can be near the query.
+_ROWS_PER_NEIGHBOUR = 3
+MAX_NEIGHBOURS = 200
+# Weight of the head's tag posterior against neighbour votes when both exist:
+# on the clipart evaluation an even mix beat either source alone.
+POSTERIOR_MIX = 0.5
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One neighbouring post: its best similarity to the query and its tags."""
+
+    post_id: str
+    score: float
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TagSuggestion:
+    tag: str
+    score: float  # combined score in [0, 1]
+    support: int  # how many neighbour posts carry the tag
+
+
+@dataclass(frozen=True)
+class VoteConfig:
+    """How neighbours vote.
+
+    ``neighbours`` 20 posts: enough for a tag shared by a category to show,
+    few enough that the votes stay local. ``temperature`` 0.05 on the cosine
+    scale: a neighbour 0.05 less similar than the best counts 1/e as much, so
+    the ranking of neighbours matters, not just membership of the top 20.
+    ``posterior_mix`` 0 = votes only (used when the head has no tag output).
+    """
+
+    neighbours: int = 20
+    temperature: float = 0.05
+    min_similarity: float = -1.0
+    posterior_mix: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.neighbours <= MAX_NEIGHBOURS:
+            raise InvalidInputError(f"neighbours must be in 1..{MAX_NEIGHBOURS}")
+        if not self.temperature > 0:
+            raise InvalidInputError("temperature must be positive")
+        if not 0.0 <= self.posterior_mix <= 1.0:
+            raise InvalidInputError("posterior_mix must be in [0, 1]")
+
+
+def neighbours_from_hits(hits: Iterable[Hit], limit: int) -> list[Neighbour]:
+    """Index hits -> at most ``limit`` distinct posts, each at its best score, best first."""
+    scores: dict[str, float] = {}
+    tags: dict[str, dict[str, None]] = {}
+    for hit in hits:
+        post = hit.row.post_id
+        scores[post] = max(scores.get(post, -math.inf), float(hit.score))
+        tags.setdefault(post, {}).update(dict.fromkeys(hit.row.tags))  # rows share the post's tags
+    ranked = sorted(scores, key=lambda p: (-scores[p], p))[:limit]
+    return [Neighbour(p, scores[p], tuple(tags[p])) for p in ranked]
+
+
+def vote_tags(
+    neighbours: Sequence[Neighbour],
+    *,
+    config: VoteConfig | None = None,
+    posterior: Mapping[str, float] | None = None,
+    allowed: Container[str] | None = None,
+    exclude: Container[str] = (),
+    top_k: int = 5,
+) -> list[TagSuggestion]:
+    """Similarity-weighted tag votes, optionally mixed with a tag posterior.
+
+    Only neighbours that carry at least one tag vote (an untagged post says
+    nothing about which tags are wrong). ``allowed`` restricts suggestions to
+    a vocabulary (so one neighbour's typo is never proposed), ``exclude``
+    removes tags (e.g. those the post already has). Ties: higher support,
+    then alphabetical, so results are deterministic.
+    """
+    cfg = config or VoteConfig()
+    if top_k < 1:
+        raise InvalidInputError("top_k must be >= 1")
+    voters = [n for n in neighbours[: cfg.neighbours] if n.tags and n.score >= cfg.min_similarity]
+    votes: dict[str, float] = {}
+    support: dict[str, int] = {}
+    if voters:
+        top = max(n.score for n in voters)
+        weights = [math.exp((n.score - top) / cfg.temperature) for n in voters]
+        total = sum(weights)
+        for n, w in zip(voters, weights, strict=True):
+            for tag in dict.fromkeys(n.tags):
+                votes[tag] = votes.get(tag, 0.0) + w / total
+                support[tag] = support.get(tag, 0) + 1
+    mix = cfg.posterior_mix if posterior else 0.0
+    if not voters and posterior:
+        mix = 1.0  # nothing to vote with: the posterior alone
+    candidates = set(votes) | (set(posterior) if posterior and mix > 0 else set())
+    scored: list[TagSuggestion] = []
+    for tag in candidates:
+        if tag in exclude or (allowed is not None and tag not in allowed):
+            continue
+        p = float(posterior.get(tag, 0.0)) if posterior and mix > 0 else 0.0
+        score = (1.0 - mix) * votes.get(tag, 0.0) + mix * p
+        if score > 0:
+            scored.append(TagSuggestion(tag, score, support.get(tag, 0)))
+    scored.sort(key=lambda s: (-s.score, -s.support, s.tag))
+    return scored[:top_k]
+
+
+def suggest_tags_for_vector(
+    index: VectorIndex,
+    vector: Sequence[float],
+    *,
+    model_version: str | None,
+    config: VoteConfig | None = None,
+    posterior: Mapping[str, float] | None = None,
+    allowed: Container[str] | None = None,
+    exclude_post_ids: Sequence[str] = (),
+    exclude_tags: Container[str] = (),
+    top_k: int = 5,
+) -> tuple[list[TagSuggestion], list[Neighbour]]:
+    """Tags for one unit vector of the serving space, from its neighbours in ``index``.
+
+    Only rows of ``model_version`` are neighbours (other versions live in
+    other spaces). Returns the suggestions and the neighbours that voted, so
+    a caller can show its evidence. Blocking (one index search).
+    """
+    cfg = config or VoteConfig()
+    flt = SearchFilter(model_version=model_version, exclude_post_ids=tuple(exclude_post_ids))
+    hits = index.search(vector, cfg.neighbours * _ROWS_PER_NEIGHBOUR, flt)
+    neighbours = neighbours_from_hits(hits, cfg.neighbours)
+    suggestions = vote_tags(
+        neighbours,
+        config=cfg,
+        posterior=posterior,
+        allowed=allowed,
+        exclude=exclude_tags,
+        top_k=top_k,
+    )
+    return suggestions, neighbours
+
+
+def suggest_tags_for_media(
+    index: VectorIndex,
+    vector: Sequence[float],
+    *,
+    model_version: str | None,
+    posterior: Mapping[str, float] | None = None,
+    neighbours: int = 20,
+    exclude_post_ids: Sequence[str] = (),
+    top_k: int = 5,
+) -> tuple[list[TagSuggestion], list[Neighbour]]:
+    """The serving recipe for one media vector (used by the API and the stream step).
+
+    Neighbour votes alone, or an even mix with the head's posterior
+    (:data:`POSTERIOR_MIX`) when the head is a tag space; then only the head's
+    vocabulary is suggested, so one neighbour's typo never wins.
+    """
+    config = VoteConfig(neighbours=neighbours, posterior_mix=POSTERIOR_MIX if posterior else 0.0)
+    return suggest_tags_for_vector(
+        index,
+        vector,
+        model_version=model_version,
+        config=config,
+        posterior=posterior,
+        allowed=frozenset(posterior) if posterior else None,
+        exclude_post_ids=exclude_post_ids,
+        top_k=top_k,
+    )
+
+
+def precision_at_k(
+    suggested: Sequence[Sequence[str]], truth: Sequence[Iterable[str]], k: int = 5
+) -> float:
+    """Mean over items with any true tag of ``|top-k suggestions ∩ truth| / k``."""
+    if len(suggested) != len(truth):
+        raise InvalidInputError("one suggestion list per item is needed")
+    values: list[float] = []
+    for tags, true in zip(suggested, truth, strict=True):
+        true_set = set(true)
+        if not true_set:
+            continue
+        values.append(len(set(list(tags)[:k]) & true_set) / k)
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+# --------------------------------------------------------------- head posterior
+
+
+_VOCABS: dict[tuple[str, str], TagVocab] = {}
+_VOCABS_LOCK = threading.Lock()
+
+
+def vocab_for_version(models_dir: Path, version: str) -> TagVocab | None:
+    """The vocabulary saved with a head version, cached once found.
+
+    Versions are immutable, so a found vocabulary never changes; a missing one
+    is not cached (``tags.json`` is written just after the weights).
+    """
+    from crossfeed.train.tags import load_vocab_for_version
+
+    key = (str(models_dir), version)
+    with _VOCABS_LOCK:
+        if key in _VOCABS:
+            return _VOCABS[key]
+    try:
+        vocab = load_vocab_for_version(Path(models_dir), version)
+    except CrossfeedError as exc:
+        log.warning("head version %s: tag vocabulary unusable: %s", version, exc)
+        return None
+    if vocab is not None:
+        with _VOCABS_LOCK:
+            _VOCABS[key] = vocab
+    return vocab
+
+
+def _tag_head(embedder: Embedder, modality: str) -> tuple[Any, TagVocab] | None:
+    """The embedder's head for ``modality`` and its vocabulary, when that head is a
+    tag space with a saved vocabulary that matches its outputs; else None."""
+    heads = getattr(embedder, "heads", None)
+    models_dir = getattr(embedder, "models_dir", None)
+    head = heads.head_for(modality) if heads is not None else None
+    if head is None or models_dir is None or head.spec.kind != "tag_posterior":
+        return None
+    vocab = vocab_for_version(Path(models_dir), heads.version)  # type: ignore[union-attr]
+    # Outputs are the vocabulary's tags, then (optionally) one per tag topic.
+    if vocab is None or len(vocab) + vocab.n_topics != head.spec.out_dim:
+        return None
+    return head, vocab
+
+
+def _posteriors(head: Any, vocab: TagVocab, feats: np.ndarray) -> list[dict[str, float]]:
+    import torch
+
+    with torch.inference_mode():
+        probs = head.net.posterior(torch.from_numpy(feats)).float().numpy()
+    probs = probs[:, : len(vocab)]
+    return [dict(zip(vocab.tags, row.tolist(), strict=True)) for row in probs]
+
+
+def _features(embedder: Embedder, modality: str, media: Sequence[Any]) -> np.ndarray:
+    feats_fn = getattr(embedder, "image_features" if modality == "image" else "video_features")
+    return np.asarray(feats_fn(media), dtype=np.float32)
+
+
+def embed_media_with_posterior(
+    embedder: Embedder, modality: str, media: Sequence[Any]
+) -> tuple[np.ndarray, list[dict[str, float]] | None]:
+    """Embed images (``modality="image"``) or videos (frame lists) in the serving space.
+
+    When the embedder is the production one and its head version is a tag
+    space with a saved vocabulary, also return each item's ``{tag: p(tag)}``
+    from the same tower features (computed once). Otherwise the posterior is
+    None and tag suggestions rest on neighbour votes alone.
+    """
+    if modality not in ("image", "video"):
+        raise InvalidInputError(f"cannot suggest tags for modality {modality!r}")
+    found = _tag_head(embedder, modality)
+    if found is None:
+        fn = embedder.embed_images if modality == "image" else embedder.embed_videos
+        return np.asarray(fn(media), dtype=np.float32), None
+    feats = _features(embedder, modality, media)
+    vectors = embedder.project(modality, feats)  # type: ignore[attr-defined]
+    return vectors, _posteriors(*found, feats)
+
+
+def media_posteriors(
+    embedder: Embedder, modality: str, media: Sequence[Any]
+) -> list[dict[str, float]] | None:
+    """Only the tag posteriors (None at once, computing nothing, without a tag head)."""
+    if modality not in ("image", "video"):
+        raise InvalidInputError(f"cannot suggest tags for modality {modality!r}")
+    found = _tag_head(embedder, modality)
+    if found is None:
+        return None
+    return _posteriors(*found, _features(embedder, modality, media))

@@ -1,0 +1,206 @@
+"""The *index* stage: ``posts.vectors`` batches -> upserts into the vector index.
+
+A batch is upserted in one call keyed by ``row_id`` (idempotent: a replayed
+record overwrites its own row). Retriable failures (the engine is down or
+throttling) are retried with back-off for as long as it takes; the agent acks
+the batch's messages only after this returns, so their offsets are committed
+only once the index accepted them. A non-retriable failure is narrowed down by
+splitting the batch in halves until the offending rows are found; those alone
+are dead-lettered (stage "index"). After each accepted batch the index epoch is
+bumped so search caches go stale.
+
+Version guard: a stage built with ``model_version`` writes only records of that
+version. Vectors of different versions live in different spaces (and may differ
+in dimension), so after a worker is switched to a new version and collection,
+records of the old version still waiting on ``posts.vectors`` would otherwise
+overwrite the new rows with the same ``row_id``; they are counted, logged once
+per version and acknowledged without being written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from crossfeed.core.metrics import Metrics
+from crossfeed.core.schema import VectorRecord
+from crossfeed.core.settings import KafkaSettings
+from crossfeed.indexer.base import IndexRow, VectorIndex
+from crossfeed.streams.delivery import (
+    DeadLetters,
+    Publisher,
+    retry_forever,
+)
+
+log = logging.getLogger(__name__)
+
+
+class EpochBumper(Protocol):
+    """What the stage needs of :class:`crossfeed.indexer.epoch.IndexEpoch`."""
+
+    def bump(self) -> int: ...
+
+
+@dataclass
+class IndexReport:
+    records: int = 0
+    rows_written: int = 0
+    deadlettered: int = 0
+    skipped: int = 0  # records of another model version (see ``model_version``)
+    epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    row: IndexRow
+    payload: bytes
+
+
+def to_index_row(record: VectorRecord) -> IndexRow:
+    """The stored form of a vector record (times in epoch milliseconds, no Nones)."""
+    return IndexRow(
+        row_id=record.row_id,
+        post_id=record.post_id,
+        item=record.item,
+        modality=record.modality,
+        vector=record.vector,
+        created_at_ms=int(record.created_at.timestamp() * 1000),
+        author=record.author,
+        text=record.text,
+        tags=list(record.tags),
+        lang=record.lang or "",
+        model_version=record.model_version,
+        media_ref=record.media_ref or "",
+        suggested_tags=list(record.suggested_tags),
+        moment=record.moment,
+        start_ms=None if record.start_s is None else round(record.start_s * 1000),
+        end_ms=None if record.end_s is None else round(record.end_s * 1000),
+    )
+
+
+class IndexStage:
+    """Upserts vector records into a :class:`VectorIndex`, at least once and without duplicates.
+
+    ``model_version``: only records of this version are written (None = all). A
+    callable is asked once per batch (in the stage's thread), for a version known
+    only once the worker's embedder is loaded.
+    """
+
+    def __init__(
+        self,
+        *,
+        index: VectorIndex | Callable[[], VectorIndex],
+        epoch: EpochBumper | None,
+        publisher: Publisher,
+        topics: KafkaSettings,
+        metrics: Metrics,
+        executor: Executor | None = None,
+        model_version: str | Callable[[], str | None] | None = None,
+    ) -> None:
+        self._index: VectorIndex | None = index if isinstance(index, VectorIndex) else None
+        self._index_factory = None if isinstance(index, VectorIndex) else index
+        self._ready_dims: set[int] = set()
+        self._epoch = epoch
+        self._dead = DeadLetters(publisher, topics.topic_deadletter, metrics)
+        self._metrics = metrics
+        self._model_version = model_version
+        self._foreign_versions: set[str] = set()  # versions already logged as skipped
+        self._own_executor = executor is None
+        # One thread: index calls are serialised anyway, and clients need not be thread-safe.
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="crossfeed-index")
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _get_index(self) -> VectorIndex:
+        if self._index is None:
+            assert self._index_factory is not None
+            self._index = self._index_factory()
+        return self._index
+
+    async def handle_batch(self, values: Sequence[bytes | None]) -> IndexReport:
+        report = IndexReport(records=len(values))
+        self._metrics.posts_in.labels(stage="index").inc(len(values))
+        pending: dict[str, _Pending] = {}  # a replayed record in the same batch: last one wins
+        wanted = await self._wanted_version()
+        for value in values:
+            payload = value or b""
+            record = await self._dead.parse(VectorRecord, payload, "index", "vector record")
+            if record is None:
+                report.deadlettered += 1
+                continue
+            if wanted is not None and record.model_version != wanted:
+                self._skip_foreign(record.model_version, wanted)
+                report.skipped += 1
+                continue
+            row = to_index_row(record)
+            pending[row.row_id] = _Pending(row, payload)
+        if not pending:
+            return report
+
+        started = time.perf_counter()
+        written = await self._upsert(list(pending.values()), report)
+        self._metrics.index_batch_seconds.observe(time.perf_counter() - started)
+        report.rows_written = written
+        self._metrics.indexed.inc(written)
+        self._metrics.posts_out.labels(stage="index").inc(written)
+        if written and self._epoch is not None:
+            epoch = self._epoch
+            report.epoch = await retry_forever(lambda: self._run(epoch.bump), what="epoch bump")
+        return report
+
+    async def _wanted_version(self) -> str | None:
+        version = self._model_version
+        if version is None or isinstance(version, str):
+            return version
+        return cast(str | None, await self._run(version))
+
+    def _skip_foreign(self, version: str, wanted: str) -> None:
+        self._metrics.index_skipped.labels(reason="other_version").inc()
+        if version not in self._foreign_versions:
+            self._foreign_versions.add(version)
+            log.info(
+                "not indexing vector records of model version %s: this index takes %s only",
+                version,
+                wanted,
+            )
+
+    async def _ensure_ready(self, dim: int) -> None:
+        if dim in self._ready_dims:
+            return
+        index = await self._run(self._get_index)
+        await retry_forever(lambda: self._run(index.ensure_ready, dim), what="index setup")
+        self._ready_dims = {dim}
+
+    async def _upsert(self, rows: list[_Pending], report: IndexReport) -> int:
+        """Upsert ``rows``; retriable errors retry forever, others bisect to the bad rows."""
+
+        async def attempt() -> int:
+            await self._ensure_ready(len(rows[0].row.vector))
+            index = await self._run(self._get_index)
+            return int(await self._run(index.upsert, [p.row for p in rows]))
+
+        try:
+            return await retry_forever(attempt, what=f"index upsert of {len(rows)} rows")
+        except Exception as exc:
+            if len(rows) == 1:
+                row = rows[0].row
+                await self._dead.send(
+                    "index", f"index refused row {row.row_id}: {exc}", rows[0].payload, row.post_id
+                )
+                report.deadlettered += 1
+                return 0
+            log.warning("index refused a batch of %d rows (%s); narrowing down", len(rows), exc)
+            mid = len(rows) // 2
+            return await self._upsert(rows[:mid], report) + await self._upsert(rows[mid:], report)
