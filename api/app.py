@@ -24,8 +24,8 @@ from crossfeed.api import health, routes, suggest
 from crossfeed.api.cache import RedisSearchCache, SearchCache
 from crossfeed.api.deps import AppState
 from crossfeed.api.errors import install_error_handlers
+from crossfeed.api.metrics import ApiMetrics
 from crossfeed.api.models import SearchFilters, SearchRequest
-from crossfeed.core.metrics import Metrics
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.exceptions import CrossfeedError
@@ -69,7 +69,7 @@ def create_app(
     embedder: Embedder | None = None,
     index: VectorIndex | None = None,
     cache: SearchCache | None = None,
-    metrics: Metrics | None = None,
+    metrics: ApiMetrics | None = None,
 ) -> FastAPI:
     """The crossfeed query API; pass any of the collaborators to replace the real ones."""
 
@@ -92,7 +92,7 @@ def create_app(
                 embedder=emb,
                 index=idx,
                 cache=store,
-                metrics=metrics or Metrics(),
+                metrics=metrics or ApiMetrics(),
             )
             app.state.crossfeed = state
             await _warm_index(state)

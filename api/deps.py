@@ -14,7 +14,7 @@ import anyio
 from fastapi import Depends, Request
 
 from crossfeed.api.cache import SearchCache
-from crossfeed.core.metrics import Metrics
+from crossfeed.api.metrics import ApiMetrics
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.indexer.base import VectorIndex
@@ -26,7 +26,7 @@ class AppState:
     embedder: Embedder
     index: VectorIndex
     cache: SearchCache
-    metrics: Metrics
+    metrics: ApiMetrics
     # Concurrent encoder calls; the encoders use several threads each already.
     encode_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
     index_ready: bool = False
@@ -54,7 +54,7 @@ def get_cache(state: StateDep) -> SearchCache:
     return state.cache
 
 
-def get_metrics(state: StateDep) -> Metrics:
+def get_metrics(state: StateDep) -> ApiMetrics:
     return state.metrics
 
 
@@ -75,5 +75,5 @@ async def get_index(state: StateDep) -> VectorIndex:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EncoderDep = Annotated[Embedder, Depends(get_embedder)]
 CacheDep = Annotated[SearchCache, Depends(get_cache)]
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 IndexDep = Annotated[VectorIndex, Depends(get_index)]

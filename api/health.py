@@ -21,6 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from crossfeed.api.deps import AppState, StateDep
 from crossfeed.api.models import CheckResult, ReadyResponse
+from crossfeed.core.kafka import parse_bootstrap
+from crossfeed.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -31,29 +33,14 @@ CHECK_TIMEOUT_S = 2.0
 ROW_COUNT_REFRESH_S = 15.0
 
 
-def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
-    """``"h1:9092,[::1]:9093"`` -> ``[("h1", 9092), ("::1", 9093)]``; bad entries skipped."""
-    out: list[tuple[str, int]] = []
-    for entry in bootstrap.split(","):
-        entry = entry.strip()
-        if "://" in entry:
-            entry = entry.split("://", 1)[1]
-        host, sep, port = entry.rpartition(":")
-        if not sep or not port.isdigit():
-            continue
-        host = host.strip("[]")
-        if host and 0 < int(port) < 65536:
-            out.append((host, int(port)))
-    return out
-
-
 async def check_kafka(bootstrap: str, timeout_s: float = CHECK_TIMEOUT_S) -> CheckResult:
     """Ready when any bootstrap broker accepts a TCP connection within the deadline."""
-    addresses = parse_bootstrap(bootstrap)
-    if not addresses:
-        return CheckResult(ok=False, detail=f"no usable bootstrap address in {bootstrap!r}")
+    try:
+        brokers = parse_bootstrap(bootstrap)
+    except ConfigError as exc:
+        return CheckResult(ok=False, detail=str(exc))
     errors: list[str] = []
-    for host, port in addresses:
+    for host, port in ((b.host, b.port) for b in brokers):
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
         except (OSError, TimeoutError) as exc:

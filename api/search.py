@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from crossfeed.api.cache import SearchCache, cache_key, normalize_text_query
 from crossfeed.api.exceptions import ModelVersionConflictError, NotFoundError
+from crossfeed.api.metrics import ApiMetrics
 from crossfeed.api.models import (
     MomentSpan,
     QueryKind,
@@ -29,7 +30,6 @@ from crossfeed.api.models import (
     SearchResponse,
     SearchResult,
 )
-from crossfeed.core.metrics import Metrics
 from crossfeed.core.schema import MAX_MEDIA
 from crossfeed.encoders.base import Embedder
 from crossfeed.encoders.media import decode_image
@@ -80,7 +80,7 @@ class SearchContext:
     embedder: Embedder
     index: VectorIndex
     cache: SearchCache
-    metrics: Metrics
+    metrics: ApiMetrics
     encode_limiter: anyio.CapacityLimiter
     max_upload_bytes: int
     max_image_pixels: int

@@ -42,12 +42,11 @@ class KafkaSettings(_Base):
     session_timeout_s: float = Field(default=10.0, alias="CROSSFEED_KAFKA_SESSION_TIMEOUT")
     sasl_username: str | None = Field(default=None, alias="KAFKA_SASL_USERNAME")
     sasl_password: SecretStr | None = Field(default=None, alias="KAFKA_SASL_PASSWORD")
-
-    def topic_configs(self, topic: str) -> dict[str, str]:
-        """Broker configs crossfeed creates ``topic`` with (empty: the broker's defaults)."""
-        if topic == self.topic_clean and self.compact_clean_topic:
-            return {"cleanup.policy": "compact"}
-        return {}
+    sasl_mechanism: str = Field(default="PLAIN", alias="KAFKA_SASL_MECHANISM")
+    # Empty: SASL_SSL with credentials, else PLAINTEXT; "SSL" is TLS without SASL.
+    security_protocol: str = Field(default="", alias="KAFKA_SECURITY_PROTOCOL")
+    # A CA bundle for the brokers' certificates (empty: the system's trust store).
+    ssl_cafile: Path | None = Field(default=None, alias="KAFKA_SSL_CAFILE")
 
 
 class MilvusSettings(_Base):

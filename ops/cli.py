@@ -20,7 +20,7 @@ from crossfeed.exceptions import CrossfeedError
 # Modules that register sub-commands, in help order.
 _COMMAND_MODULES = (
     "crossfeed.ops.engines.control",  # up, down, status
-    "crossfeed.corpus.build",  # corpus
+    "crossfeed.ops.data.corpus",  # corpus
     "crossfeed.ops.data.produce",  # produce
     "crossfeed.ops.data.reindex",  # reindex
     "crossfeed.ops.data.collections",  # collections

@@ -29,16 +29,18 @@ from typing import Any, cast
 
 import faust
 
-from crossfeed.core.metrics import Metrics
+from crossfeed.core.kafka import MAX_MESSAGE_BYTES, KafkaConnection
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.exceptions import ConfigError
 from crossfeed.indexer.base import VectorIndex
 from crossfeed.streams.dedupe import DedupeStore, RedisDedupeStore
-from crossfeed.streams.delivery import MAX_MESSAGE_BYTES, NormalizeStage, Publisher
+from crossfeed.streams.delivery import NormalizeStage, Publisher
 from crossfeed.streams.embed import EmbedStage
 from crossfeed.streams.index import EpochBumper, IndexStage
 from crossfeed.streams.media import DecodeLimits, MediaFetcher, MediaPolicy
+from crossfeed.streams.metrics import WorkerMetrics
+from crossfeed.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ def check_stages(stages: Sequence[str]) -> tuple[str, ...]:
 class Pipeline:
     """The stage objects of one worker; the agents call them, the worker closes them."""
 
-    metrics: Metrics
+    metrics: WorkerMetrics
     normalize: NormalizeStage | None = None
     embed: EmbedStage | None = None
     index: IndexStage | None = None
@@ -96,7 +98,7 @@ def build_pipeline(
     index: VectorIndex | None = None,
     dedupe: DedupeStore | None = None,
     epoch: EpochBumper | None = None,
-    metrics: Metrics | None = None,
+    metrics: WorkerMetrics | None = None,
     fetcher: MediaFetcher | None = None,
     allow_private_hosts: bool | None = None,
 ) -> Pipeline:
@@ -108,7 +110,7 @@ def build_pipeline(
     stages = check_stages(stages)
     if allow_private_hosts is None:
         allow_private_hosts = settings.stream.allow_private_urls
-    pipe = Pipeline(metrics=metrics or Metrics())
+    pipe = Pipeline(metrics=metrics or WorkerMetrics())
     if "normalize" in stages:
         if dedupe is None:
             dedupe = RedisDedupeStore(
@@ -205,13 +207,6 @@ def _manual_acks(stream: faust.StreamT) -> faust.Stream:
     return cast(faust.Stream, cast(faust.Stream, stream).noack())
 
 
-def _broker_urls(bootstrap: str) -> list[str]:
-    hosts = [h.strip() for h in bootstrap.split(",") if h.strip()]
-    if not hosts:
-        raise ConfigError("KAFKA_BOOTSTRAP is empty")
-    return [h if "://" in h else f"kafka://{h}" for h in hosts]
-
-
 def create_app(
     settings: Settings,
     *,
@@ -230,15 +225,11 @@ def create_app(
     """
     stages = check_stages(stages)
     kafka = settings.kafka
+    declared = Topics(kafka)
     session = float(kafka.session_timeout_s)
-    credentials = None
-    if kafka.sasl_username:
-        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
-        credentials = faust.SASLCredentials(username=kafka.sasl_username, password=password)
     app = faust.App(
         settings.stream.app_id,
-        broker=_broker_urls(kafka.bootstrap),
-        broker_credentials=credentials,
+        **KafkaConnection(kafka).faust(),
         web_enabled=False,
         autodiscover=False,
         store="memory://",
@@ -255,15 +246,15 @@ def create_app(
         producer_max_request_size=MAX_MESSAGE_BYTES,
     )
     faust_publisher = _LazyPublisher()
-    names = (kafka.topic_raw, kafka.topic_clean, kafka.topic_vectors, kafka.topic_deadletter)
+    # The same specs as ensure_topics, whichever of the two creates a topic.
     topics = {
-        name: app.topic(
-            name,
-            partitions=kafka.partitions,
-            # The same configs as ensure_topics, whichever of the two creates the topic.
-            compacting=kafka.topic_configs(name).get("cleanup.policy") == "compact" or None,
+        spec.name: app.topic(
+            spec.name,
+            partitions=spec.partitions,
+            compacting=spec.compacted or None,
+            config=spec.configs or None,
         )
-        for name in names
+        for spec in declared.specs()
     }
     faust_publisher.topics.update(topics)
     pipeline = build_pipeline(

@@ -22,20 +22,19 @@ from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from crossfeed.core.metrics import Metrics
+from crossfeed.core.kafka import MAX_MESSAGE_BYTES
 from crossfeed.core.schema import MAX_ID_CHARS, CleanPost, DeadLetter, Post, Stage
 from crossfeed.core.settings import KafkaSettings
 from crossfeed.core.text import clean_text_and_hashtags, content_hash, merge_hashtags
 from crossfeed.exceptions import CrossfeedError
 from crossfeed.streams.dedupe import DedupeStore
+from crossfeed.streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 MAX_REASON_CHARS = 2000
-# faust's default producer_max_request_size; a larger message would fail in the producer.
-MAX_MESSAGE_BYTES = 1_000_000
 
 
 class Publisher(Protocol):
@@ -114,7 +113,7 @@ class DeadLetters:
         self,
         publisher: Publisher,
         topic: str,
-        metrics: Metrics,
+        metrics: WorkerMetrics,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self._publisher = publisher
@@ -173,7 +172,7 @@ class NormalizeStage:
         dedupe: DedupeStore,
         publisher: Publisher,
         topics: KafkaSettings,
-        metrics: Metrics,
+        metrics: WorkerMetrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from crossfeed.core.metrics import Metrics
 from crossfeed.core.schema import CleanPost, Modality, VectorRecord
 from crossfeed.core.settings import KafkaSettings
 from crossfeed.core.text import embedding_text
@@ -44,6 +43,7 @@ from crossfeed.streams.media import (
     decode_image_bytes,
     decode_video_bytes,
 )
+from crossfeed.streams.metrics import WorkerMetrics
 from crossfeed.streams.suggest import TagSuggestStep
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class EmbedStage:
         limits: DecodeLimits,
         publisher: Publisher,
         topics: KafkaSettings,
-        metrics: Metrics,
+        metrics: WorkerMetrics,
         executor: Executor | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         suggester: TagSuggestStep | None = None,

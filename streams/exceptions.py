@@ -50,3 +50,9 @@ class WorkerError(StreamsError):
 class ReindexError(StreamsError):
     """``crossfeed reindex`` cannot run or finish (a broker or the index is unreachable,
     the topic is missing, the target collection has another dimension)."""
+
+
+class TopicError(StreamsError):
+    """crossfeed's topics could not be listed or created (broker down, refused)."""
+
+    retriable = True

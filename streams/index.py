@@ -27,7 +27,6 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from crossfeed.core.metrics import Metrics
 from crossfeed.core.schema import VectorRecord
 from crossfeed.core.settings import KafkaSettings
 from crossfeed.indexer.base import IndexRow, VectorIndex
@@ -36,6 +35,7 @@ from crossfeed.streams.delivery import (
     Publisher,
     retry_forever,
 )
+from crossfeed.streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class IndexStage:
         epoch: EpochBumper | None,
         publisher: Publisher,
         topics: KafkaSettings,
-        metrics: Metrics,
+        metrics: WorkerMetrics,
         executor: Executor | None = None,
         model_version: str | Callable[[], str | None] | None = None,
     ) -> None:

@@ -32,11 +32,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from crossfeed.core.metrics import Metrics
 from crossfeed.indexer.exceptions import VectorIndexError
 from crossfeed.streams.app import build_pipeline
 from crossfeed.streams.delivery import Publisher
 from crossfeed.streams.exceptions import ReindexError
+from crossfeed.streams.metrics import WorkerMetrics
 from crossfeed.streams.reindex_kafka import (
     CatchUpPoller,
     KafkaPublisher,
@@ -221,7 +221,7 @@ def run_reindex(
             embedder=embedder,
             index=index,
             epoch=epoch,
-            metrics=Metrics(),
+            metrics=WorkerMetrics(),
         )
         loop = asyncio.new_event_loop()
         cleanup.callback(loop.close)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from crossfeed.core.kafka import PRODUCER_MAX_REQUEST_BYTES, KafkaConnection
 from crossfeed.streams.exceptions import ReindexError
 
 if TYPE_CHECKING:
@@ -79,9 +80,8 @@ def open_consumer(settings: Settings, group: str, batch_size: int) -> KafkaConsu
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
-    from crossfeed.ops.data.produce import bootstrap_timeout, client_kwargs
-
     kafka = settings.kafka
+    connection = KafkaConnection(kafka)
     try:
         return KafkaConsumer(
             client_id="crossfeed-reindex",
@@ -90,28 +90,24 @@ def open_consumer(settings: Settings, group: str, batch_size: int) -> KafkaConsu
             auto_offset_reset="earliest",
             max_poll_records=batch_size,
             **_kafka_timeouts(settings),
-            **bootstrap_timeout(KafkaConsumer, 10.0),
-            **client_kwargs(kafka),
+            **connection.kafka_python(KafkaConsumer, timeout_s=10.0),
         )
     except KafkaError as exc:
         raise ReindexError(
-            f"cannot reach Kafka at {kafka.bootstrap}: {exc}", retriable=True
+            f"cannot reach Kafka at {connection.bootstrap}: {exc}", retriable=True
         ) from exc
 
 
 def open_producer(settings: Settings) -> KafkaProducer:
     from kafka import KafkaProducer
 
-    from crossfeed.ops.data.produce import MAX_MESSAGE_BYTES, bootstrap_timeout, client_kwargs
-
     return KafkaProducer(
         client_id="crossfeed-reindex",
         acks="all",
         linger_ms=5,
-        max_request_size=MAX_MESSAGE_BYTES + 48_576,
+        max_request_size=PRODUCER_MAX_REQUEST_BYTES,
         max_block_ms=30_000,
-        **bootstrap_timeout(KafkaProducer, 10.0),
-        **client_kwargs(settings.kafka),
+        **KafkaConnection(settings.kafka).kafka_python(KafkaProducer, timeout_s=10.0),
     )
 
 

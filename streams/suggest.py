@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from crossfeed.core.metrics import Metrics
 from crossfeed.core.schema import CleanPost
 from crossfeed.core.settings import Settings, StreamSettings
 from crossfeed.indexer.base import VectorIndex
 from crossfeed.retrieval.suggest import suggest_tags_for_media
+from crossfeed.streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class TagSuggestStep:
     def __init__(
         self,
         index: VectorIndex | Callable[[], VectorIndex],
-        metrics: Metrics,
+        metrics: WorkerMetrics,
         config: SuggestConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -4,7 +4,7 @@
 handlers and stops gracefully: agents finish, acked offsets are committed), then
 releases the stages' connections. It never starts faust's web server: the
 equivalent faust command line would be ``faust -A ... worker --without-web``.
-Metrics can be served on a loopback port with ``metrics_port``.
+WorkerMetrics can be served on a loopback port with ``metrics_port``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any
 
 from mode import Service
 
-from crossfeed.core.metrics import Metrics
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.indexer.base import VectorIndex
 from crossfeed.streams.app import STAGES, Pipeline, check_stages, create_app
 from crossfeed.streams.exceptions import WorkerError
+from crossfeed.streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def run_worker(
     embedder: Embedder | None = None,
     index: VectorIndex | None = None,
     *,
-    metrics: Metrics | None = None,
+    metrics: WorkerMetrics | None = None,
     metrics_port: int | None = None,
     loglevel: str = "info",
     **pipeline_kwargs: Any,
@@ -64,7 +64,7 @@ def run_worker(
         from crossfeed.encoders.model import load_embedder
 
         embedder = load_embedder(settings).load()
-    metrics = metrics or Metrics()
+    metrics = metrics or WorkerMetrics()
     if metrics_port is not None:
         from prometheus_client import start_http_server
 

@@ -138,14 +138,14 @@ def read_posts_from_kafka(
     from kafka.errors import KafkaError
     from pydantic import ValidationError
 
-    from crossfeed.ops.data.produce import client_kwargs
+    from crossfeed.core.kafka import KafkaConnection
 
     try:
         consumer = KafkaConsumer(
             group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
-            **client_kwargs(settings.kafka),
+            **KafkaConnection(settings.kafka).kafka_python(),
         )
     except KafkaError as exc:
         raise TrainingError(f"cannot reach Kafka at {settings.kafka.bootstrap}: {exc}") from exc

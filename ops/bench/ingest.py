@@ -261,7 +261,7 @@ def count_deadletters(live: LivePipeline, timeout_s: float = 3.0) -> int | None:
     try:
         from kafka import KafkaConsumer
 
-        from crossfeed.ops.data.produce import client_kwargs
+        from crossfeed.core.kafka import KafkaConnection
 
         consumer = KafkaConsumer(
             live.settings.kafka.topic_deadletter,
@@ -269,7 +269,7 @@ def count_deadletters(live: LivePipeline, timeout_s: float = 3.0) -> int | None:
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             consumer_timeout_ms=int(timeout_s * 1000),
-            **client_kwargs(live.settings.kafka),
+            **KafkaConnection(live.settings.kafka).kafka_python(),
         )
     except Exception as exc:
         log.warning("cannot read the dead-letter topic: %s", exc)

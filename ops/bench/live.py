@@ -254,8 +254,8 @@ def live_pipeline(
 ) -> Iterator[LivePipeline]:
     """Create the topics, start one ``crossfeed worker`` process, yield; then stop it and
     remove the run's topics, collection and Redis keys (unless ``keep``)."""
-    from crossfeed.ops.data.produce import ensure_topics
     from crossfeed.ops.run.serve import stop_processes
+    from crossfeed.streams.topics import ensure_topics
 
     probe = RowProbe(settings)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -315,10 +315,12 @@ def cleanup(settings: Settings, names: BenchNames, probe: RowProbe | None = None
 def _delete_topics(settings: Settings, names: BenchNames) -> list[str]:
     from kafka import KafkaAdminClient
 
-    from crossfeed.ops.data.produce import client_kwargs
+    from crossfeed.core.kafka import KafkaConnection
 
     admin = KafkaAdminClient(
-        client_id="crossfeed-bench", request_timeout_ms=15_000, **client_kwargs(settings.kafka)
+        client_id="crossfeed-bench",
+        request_timeout_ms=15_000,
+        **KafkaConnection(settings.kafka).kafka_python(),
     )
     try:
         existing = set(admin.list_topics())

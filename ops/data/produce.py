@@ -16,128 +16,18 @@ import logging
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
+from crossfeed.core.kafka import MAX_MESSAGE_BYTES, PRODUCER_MAX_REQUEST_BYTES, KafkaConnection
 from crossfeed.core.schema import Post
 from crossfeed.core.settings import KafkaSettings
 from crossfeed.exceptions import InvalidInputError
 from crossfeed.ops.exceptions import ProduceError
+from crossfeed.streams.exceptions import TopicError
+from crossfeed.streams.topics import check_topic_name, ensure_topics
+
+__all__ = ["MAX_MESSAGE_BYTES", "ensure_topics", "produce"]
 
 log = logging.getLogger(__name__)
-
-# Kafka's default message.max.bytes is ~1 MB; stay below it with room for headers.
-MAX_MESSAGE_BYTES = 1_000_000
-# Error code Kafka returns when CreateTopics names an existing topic.
-_TOPIC_ALREADY_EXISTS = 36
-
-
-def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
-    """Connection arguments shared by kafka-python clients: servers and SASL, if set.
-
-    With credentials, SASL/PLAIN runs over TLS (``SASL_SSL``): a password is never
-    sent in clear text.
-    """
-    servers = [s.strip() for s in settings.bootstrap.split(",") if s.strip()]
-    if not servers:
-        raise InvalidInputError("KAFKA_BOOTSTRAP is empty")
-    kwargs: dict[str, Any] = {"bootstrap_servers": servers}
-    if settings.sasl_username:
-        if settings.sasl_password is None:
-            raise InvalidInputError("KAFKA_SASL_USERNAME is set but KAFKA_SASL_PASSWORD is not")
-        kwargs.update(
-            security_protocol="SASL_SSL",
-            sasl_mechanism="PLAIN",
-            sasl_plain_username=settings.sasl_username,
-            sasl_plain_password=settings.sasl_password.get_secret_value(),
-        )
-    return kwargs
-
-
-def bootstrap_timeout(client: type, timeout_s: float) -> dict[str, int]:
-    """How long to wait for a first broker connection, when this kafka-python knows the
-    option (3.x; 2.x has none and rejects unknown options). The 30 s default makes an
-    unreachable broker slow to report."""
-    if "bootstrap_timeout_ms" in getattr(client, "DEFAULT_CONFIG", {}):
-        return {"bootstrap_timeout_ms": int(min(timeout_s, 10.0) * 1000)}
-    return {}
-
-
-def ensure_topics(
-    settings: KafkaSettings, topics: Iterable[str] | None = None, *, timeout_s: float = 15.0
-) -> list[str]:
-    """Create ``topics`` (default: crossfeed's four) when missing; return those created.
-
-    Partitions come from ``settings.partitions``; the replication factor is the broker's
-    default; configs from ``settings.topic_configs`` (the clean topic is compacted). A
-    topic that already exists (even one created concurrently) is fine and left as it is.
-    """
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    names = list(
-        topics
-        if topics is not None
-        else (
-            settings.topic_raw,
-            settings.topic_clean,
-            settings.topic_vectors,
-            settings.topic_deadletter,
-        )
-    )
-    if settings.partitions < 1:
-        raise InvalidInputError("CROSSFEED_PARTITIONS must be >= 1")
-    for name in names:
-        _check_topic_name(name)
-    try:
-        admin = KafkaAdminClient(
-            client_id="crossfeed-admin",
-            request_timeout_ms=int(timeout_s * 1000),
-            **bootstrap_timeout(KafkaAdminClient, timeout_s),
-            **client_kwargs(settings),
-        )
-    except KafkaError as exc:
-        raise ProduceError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from exc
-    try:
-        existing = set(admin.list_topics())
-        missing = [n for n in names if n not in existing]
-        if not missing:
-            return []
-        response = admin.create_topics(
-            {
-                n: {
-                    "num_partitions": settings.partitions,
-                    "replication_factor": -1,
-                    "configs": settings.topic_configs(n),
-                }
-                for n in missing
-            },
-            timeout_ms=int(timeout_s * 1000),
-            raise_errors=False,
-        )
-        created = []
-        for topic in response.get("topics", []):
-            code = topic.get("error_code", 0)
-            if code == 0:
-                created.append(topic["name"])
-            elif code != _TOPIC_ALREADY_EXISTS:
-                raise ProduceError(
-                    f"cannot create topic {topic['name']}: error {code} "
-                    f"{topic.get('error_message') or ''}".rstrip()
-                )
-        if created:
-            log.info("created topics %s (%d partitions)", created, settings.partitions)
-        return created
-    except KafkaError as exc:
-        raise ProduceError(f"cannot create topics on {settings.bootstrap}: {exc}") from exc
-    finally:
-        admin.close()
-
-
-def _check_topic_name(name: str) -> None:
-    import re
-
-    if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", name) or name in (".", ".."):
-        raise InvalidInputError(f"invalid Kafka topic name {name!r}")
 
 
 def _encode(item: Post | bytes) -> tuple[bytes | None, bytes]:
@@ -178,23 +68,26 @@ def produce(
     from tqdm import tqdm
 
     topic = topic or settings.topic_raw
-    _check_topic_name(topic)
+    check_topic_name(topic)
+    connection = KafkaConnection(settings)
     if create_topics:
-        ensure_topics(settings, [topic])
+        try:
+            ensure_topics(settings, [topic])
+        except TopicError as exc:
+            raise ProduceError(str(exc)) from exc
     try:
         producer = KafkaProducer(
             client_id="crossfeed-produce",
             acks="all",
             linger_ms=linger_ms,
-            max_request_size=MAX_MESSAGE_BYTES + 48_576,
+            max_request_size=PRODUCER_MAX_REQUEST_BYTES,
             request_timeout_ms=15_000,
             delivery_timeout_ms=max(int(timeout_s * 1000), 15_000 + linger_ms),
             max_block_ms=int(timeout_s * 1000),
-            **bootstrap_timeout(KafkaProducer, timeout_s),
-            **client_kwargs(settings),
+            **connection.kafka_python(KafkaProducer, timeout_s=timeout_s),
         )
     except KafkaError as exc:
-        raise ProduceError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from exc
+        raise ProduceError(f"cannot reach Kafka at {connection.bootstrap}: {exc}") from exc
 
     failures: list[BaseException] = []
     sent = 0

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from crossfeed.core.kafka import KafkaConnection, parse_bootstrap
 from crossfeed.core.settings import Settings
 from crossfeed.exceptions import ConfigError
-from crossfeed.ops.engines.procs import Endpoint, parse_port, reachable
+from crossfeed.ops.engines.procs import Endpoint, reachable
 
 ENGINES = ("kafka", "milvus", "redis")
 PROBE_TIMEOUT_S = 3.0
@@ -23,16 +24,7 @@ PROBE_TIMEOUT_S = 3.0
 def endpoints(name: str, settings: Settings) -> list[Endpoint]:
     """Where ``name`` is configured to be, parsed and validated."""
     if name == "kafka":
-        servers = [s.strip() for s in settings.kafka.bootstrap.split(",") if s.strip()]
-        if not servers:
-            raise ConfigError("KAFKA_BOOTSTRAP is empty")
-        out = []
-        for server in servers:
-            host, sep, port = server.rpartition(":")
-            if not sep or not host:
-                raise ConfigError(f"KAFKA_BOOTSTRAP entry {server!r} is not host:port")
-            out.append(Endpoint(host.strip("[]"), parse_port(port, "KAFKA_BOOTSTRAP")))
-        return out
+        return [Endpoint(b.host, b.port) for b in parse_bootstrap(settings.kafka.bootstrap)]
     if name == "milvus":
         return [_url_endpoint(settings.milvus.uri, "MILVUS_URI", ("http", "https", "tcp"), 19530)]
     if name == "redis":
@@ -86,16 +78,10 @@ def probe(name: str, settings: Settings) -> str | None:
 def _probe_kafka(settings: Settings) -> None:
     from kafka import KafkaAdminClient
 
-    from crossfeed.ops.data.produce import client_kwargs
-
-    extra = {}
-    if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG:
-        extra["bootstrap_timeout_ms"] = int(PROBE_TIMEOUT_S * 1000)
     client = KafkaAdminClient(
-        **client_kwargs(settings.kafka),
+        **KafkaConnection(settings.kafka).kafka_python(KafkaAdminClient, timeout_s=PROBE_TIMEOUT_S),
         client_id="crossfeed-up",
         request_timeout_ms=int(PROBE_TIMEOUT_S * 1000),
-        **extra,
     )
     try:
         client.list_topics()  # a MetadataRequest round trip

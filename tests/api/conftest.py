@@ -13,7 +13,7 @@ from PIL import Image
 
 from crossfeed.api.app import create_app
 from crossfeed.api.cache import MemorySearchCache
-from crossfeed.core.metrics import Metrics
+from crossfeed.api.metrics import ApiMetrics
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.base import IndexRow
@@ -142,6 +142,6 @@ def client(
     index: InMemoryIndex,
     cache: MemorySearchCache,
 ) -> Iterator[TestClient]:
-    app = create_app(settings, embedder=embedder, index=index, cache=cache, metrics=Metrics())
+    app = create_app(settings, embedder=embedder, index=index, cache=cache, metrics=ApiMetrics())
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c

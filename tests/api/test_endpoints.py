@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from crossfeed.api.app import create_app
 from crossfeed.api.cache import MemorySearchCache
-from crossfeed.core.metrics import Metrics
+from crossfeed.api.metrics import ApiMetrics
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.base import Hit, IndexRow, SearchFilter
@@ -124,7 +124,7 @@ def test_unreachable_index_answers_503_with_retry_after(listening_port: int) -> 
         embedder=HashingEmbedder(dim=16),
         index=_DownIndex(),
         cache=MemorySearchCache(),
-        metrics=Metrics(),
+        metrics=ApiMetrics(),
     )
     with TestClient(app) as c:
         r = c.post("/v1/search", json={"text": "anything"})

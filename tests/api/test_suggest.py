@@ -12,7 +12,7 @@ from PIL import Image
 
 from crossfeed.api.app import create_app
 from crossfeed.api.cache import MemorySearchCache
-from crossfeed.core.metrics import Metrics
+from crossfeed.api.metrics import ApiMetrics
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.base import IndexRow
@@ -89,7 +89,7 @@ def suggest_client(
         embedder=embedder,
         index=tagged_index,
         cache=MemorySearchCache(prefix="t", ttl_s=60),
-        metrics=Metrics(),
+        metrics=ApiMetrics(),
     )
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c

@@ -17,7 +17,6 @@ import av
 import pytest
 
 from crossfeed.core.schema import Post
-from crossfeed.corpus import build as corpus_mod
 from crossfeed.corpus.build import build_corpus, ensure_clipart, read_posts, split_posts
 from crossfeed.corpus.fallback import generate_images
 from crossfeed.corpus.source import (
@@ -28,6 +27,7 @@ from crossfeed.corpus.source import (
 )
 from crossfeed.corpus.text import IRRELEVANT_TAGS, _elongate, _typo
 from crossfeed.exceptions import InvalidInputError
+from crossfeed.ops.data import corpus as corpus_cmd
 
 
 def _make_tree(dest: Path, per_category: int = 8) -> dict[str, str]:
@@ -326,7 +326,7 @@ def test_read_posts_reports_the_bad_line(tmp_path: Path) -> None:
 def test_cli_builds_and_prints_media_roots(tree, tmp_path: Path, capsys) -> None:
     root, _ = tree
     parser = argparse.ArgumentParser()
-    corpus_mod.add_commands(parser.add_subparsers())
+    corpus_cmd.add_commands(parser.add_subparsers())
     out = tmp_path / "cli"
     args = parser.parse_args(
         ["corpus", "--out", str(out), "--clipart-root", str(root), "--limit", "15", "--no-install"]

@@ -133,12 +133,12 @@ async def run_embed_stage(
 ) -> list[Any]:
     """One batch through a real EmbedStage (default settings, recording publisher);
     returns the vector records it published."""
-    from crossfeed.core.metrics import Metrics
     from crossfeed.core.schema import VectorRecord
     from crossfeed.core.settings import KafkaSettings, Settings
     from crossfeed.streams.delivery import RecordingPublisher
     from crossfeed.streams.embed import EmbedStage
     from crossfeed.streams.media import DecodeLimits, MediaFetcher, MediaPolicy
+    from crossfeed.streams.metrics import WorkerMetrics
 
     settings, topics, pub = Settings(), KafkaSettings(), RecordingPublisher()
     stage = EmbedStage(
@@ -147,7 +147,7 @@ async def run_embed_stage(
         limits=DecodeLimits.from_settings(settings),
         publisher=pub,
         topics=topics,
-        metrics=metrics or Metrics(),
+        metrics=metrics or WorkerMetrics(),
         **stage_kwargs,
     )
     try:

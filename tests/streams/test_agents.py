@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from crossfeed.core.metrics import Metrics
 from crossfeed.core.schema import CleanPost, DeadLetter, VectorRecord
 from crossfeed.core.settings import KafkaSettings, Settings, StreamSettings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.streams.app import AGENT_NAMES, create_app
 from crossfeed.streams.dedupe import InMemoryDedupeStore
 from crossfeed.streams.delivery import RecordingPublisher
+from crossfeed.streams.metrics import WorkerMetrics
 
 TOPICS = KafkaSettings()
 
@@ -30,7 +30,7 @@ def _settings(batch_size: int = 8, batch_wait_s: float = 0.2) -> Settings:
     return settings
 
 
-def _metric(metrics: Metrics, name: str, **labels: str) -> float:
+def _metric(metrics: WorkerMetrics, name: str, **labels: str) -> float:
     value = metrics.registry.get_sample_value(name, labels)
     return value or 0.0
 
@@ -47,9 +47,9 @@ async def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> Non
 
 
 @pytest.fixture
-def normalize_app() -> tuple[Any, RecordingPublisher, Metrics]:
+def normalize_app() -> tuple[Any, RecordingPublisher, WorkerMetrics]:
     pub = RecordingPublisher()
-    metrics = Metrics()
+    metrics = WorkerMetrics()
     app = create_app(
         _settings(),
         stages=("normalize",),
@@ -220,10 +220,10 @@ def _clean_bytes(post_id: str, **overrides: Any) -> bytes:
 
 
 @pytest.fixture
-def embed_app() -> tuple[Any, RecordingPublisher, HashingEmbedder, Metrics]:
+def embed_app() -> tuple[Any, RecordingPublisher, HashingEmbedder, WorkerMetrics]:
     pub = RecordingPublisher()
     embedder = HashingEmbedder(dim=16)
-    metrics = Metrics()
+    metrics = WorkerMetrics()
     app = create_app(
         _settings(batch_size=4, batch_wait_s=0.2),
         stages=("embed",),

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from crossfeed.core.metrics import Metrics
 from crossfeed.core.schema import DeadLetter, VectorRecord
 from crossfeed.core.settings import KafkaSettings, Settings, StreamSettings
 from crossfeed.indexer.base import IndexRow
@@ -19,6 +18,7 @@ from crossfeed.indexer.memory import InMemoryIndex
 from crossfeed.streams.app import AGENT_NAMES, create_app
 from crossfeed.streams.delivery import RecordingPublisher
 from crossfeed.streams.index import IndexStage
+from crossfeed.streams.metrics import WorkerMetrics
 
 TOPICS = KafkaSettings()
 DIM = 8
@@ -70,7 +70,9 @@ class _FlakyIndex(InMemoryIndex):
 
 def _stage(index: Any, epoch: _Epoch | None = None) -> tuple[IndexStage, RecordingPublisher]:
     pub = RecordingPublisher()
-    stage = IndexStage(index=index, epoch=epoch, publisher=pub, topics=TOPICS, metrics=Metrics())
+    stage = IndexStage(
+        index=index, epoch=epoch, publisher=pub, topics=TOPICS, metrics=WorkerMetrics()
+    )
     return stage, pub
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from crossfeed.api.app import create_app
 from crossfeed.api.cache import MemorySearchCache
-from crossfeed.core.metrics import Metrics
+from crossfeed.api.metrics import ApiMetrics
 from crossfeed.core.schema import CleanPost, Post
 from crossfeed.core.settings import KafkaSettings, Settings
 from crossfeed.encoders.testing import HashingEmbedder
@@ -106,7 +106,7 @@ async def test_a_query_finds_the_moment_where_it_matches(
         embedder=embedder,
         index=index,
         cache=MemorySearchCache(prefix="t", ttl_s=60),
-        metrics=Metrics(),
+        metrics=ApiMetrics(),
     )
     with TestClient(app) as client:
         r = client.post("/v1/search", files={"file": ("b.png", _png(BLUE), "image/png")})

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from crossfeed.core.metrics import Metrics
 from crossfeed.core.schema import VectorRecord
 from crossfeed.core.settings import KafkaSettings, Settings
 from crossfeed.encoders.testing import HashingEmbedder
@@ -22,6 +21,7 @@ from crossfeed.streams.app import build_pipeline
 from crossfeed.streams.delivery import RecordingPublisher
 from crossfeed.streams.exceptions import ReindexError
 from crossfeed.streams.index import IndexStage
+from crossfeed.streams.metrics import WorkerMetrics
 from crossfeed.streams.reindex import (
     RoutingPublisher,
     default_collection,
@@ -108,7 +108,7 @@ def _records(embedder: HashingEmbedder, post_ids: Sequence[str]) -> list[bytes]:
     ]
 
 
-def _skipped(metrics: Metrics) -> float:
+def _skipped(metrics: WorkerMetrics) -> float:
     value = metrics.registry.get_sample_value(
         "crossfeed_index_skipped_rows_total", {"reason": "other_version"}
     )
@@ -120,7 +120,7 @@ async def test_index_stage_skips_other_versions(caplog: pytest.LogCaptureFixture
         HashingEmbedder(dim=16, version="hash-v1"),
         HashingEmbedder(dim=16, version="hash-v2"),
     )
-    index, pub, metrics = InMemoryIndex(), RecordingPublisher(), Metrics()
+    index, pub, metrics = InMemoryIndex(), RecordingPublisher(), WorkerMetrics()
     stage = IndexStage(
         index=index,
         epoch=None,
@@ -149,7 +149,7 @@ async def test_index_stage_skips_other_versions(caplog: pytest.LogCaptureFixture
 
 
 async def test_index_stage_without_version_takes_all() -> None:
-    index, metrics = InMemoryIndex(), Metrics()
+    index, metrics = InMemoryIndex(), WorkerMetrics()
     stage = IndexStage(
         index=index, epoch=None, publisher=RecordingPublisher(), topics=TOPICS, metrics=metrics
     )

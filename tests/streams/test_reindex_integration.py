@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
+from crossfeed.core.kafka import KafkaConnection
 from crossfeed.core.schema import CleanPost, DeadLetter, Post
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.base import SearchFilter
 from crossfeed.indexer.milvus import MilvusIndex
-from crossfeed.ops.data.produce import client_kwargs, ensure_topics, produce
+from crossfeed.ops.data.produce import ensure_topics, produce
 from crossfeed.streams.exceptions import ReindexError
 from crossfeed.streams.reindex import default_collection, default_group, run_reindex
 
@@ -56,7 +57,7 @@ def reindex_settings(engines: object, unique_name: Callable[[str], str]) -> Iter
     try:
         yield settings
     finally:
-        admin = KafkaAdminClient(**client_kwargs(settings.kafka))
+        admin = KafkaAdminClient(**KafkaConnection(settings.kafka).kafka_python())
         with contextlib.suppress(Exception):  # best effort; the names are unique anyway
             admin.delete_topics(topics)
         with contextlib.suppress(Exception):
@@ -120,7 +121,7 @@ def _read_deadletters(settings: Settings, expected: int) -> list[DeadLetter]:
         group_id=None,
         auto_offset_reset="earliest",
         consumer_timeout_ms=3000,
-        **client_kwargs(settings.kafka),
+        **KafkaConnection(settings.kafka).kafka_python(),
     )
     try:
         values = [m.value for m in consumer]

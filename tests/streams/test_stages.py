@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from crossfeed.core.metrics import Metrics
 from crossfeed.core.schema import CleanPost, DeadLetter
 from crossfeed.core.settings import KafkaSettings
 from crossfeed.streams.dedupe import DedupeStore, InMemoryDedupeStore
@@ -18,6 +17,7 @@ from crossfeed.streams.delivery import (
     retry_forever,
 )
 from crossfeed.streams.exceptions import DedupeUnavailableError, MediaRefusedError
+from crossfeed.streams.metrics import WorkerMetrics
 
 TOPICS = KafkaSettings()
 
@@ -49,7 +49,7 @@ async def test_retry_forever_retries_retriable_and_raises_the_rest() -> None:
 
 async def test_deadletter_payload_cut_to_fit_one_message() -> None:
     pub = RecordingPublisher()
-    dead = DeadLetters(pub, "dl", Metrics(), max_message_bytes=2000)
+    dead = DeadLetters(pub, "dl", WorkerMetrics(), max_message_bytes=2000)
     await dead.send("parse", "too big", b"x" * 10_000, "p1")
     [(key, value)] = pub.on("dl")
     assert len(value) <= 2000 and key == "p1"
@@ -66,7 +66,7 @@ def _stage(
         dedupe=dedupe or InMemoryDedupeStore(),
         publisher=pub,
         topics=TOPICS,
-        metrics=Metrics(),
+        metrics=WorkerMetrics(),
         **kw,
     )
     return stage, pub

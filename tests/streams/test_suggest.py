@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossfeed.core.metrics import Metrics
 from crossfeed.core.schema import CleanPost, Post
 from crossfeed.core.settings import KafkaSettings, Settings, StreamSettings
 from crossfeed.encoders.testing import HashingEmbedder
@@ -20,6 +19,7 @@ from crossfeed.indexer.base import Hit, IndexRow, SearchFilter
 from crossfeed.indexer.exceptions import IndexUnavailableError
 from crossfeed.indexer.memory import InMemoryIndex
 from crossfeed.streams.delivery import RecordingPublisher
+from crossfeed.streams.metrics import WorkerMetrics
 from crossfeed.streams.suggest import SuggestConfig, TagSuggestStep
 
 TOPICS = KafkaSettings()
@@ -77,7 +77,7 @@ def index(embedder: HashingEmbedder) -> InMemoryIndex:
 def test_suggests_the_neighbours_tags_only_from_the_same_version(
     embedder: HashingEmbedder, index: InMemoryIndex
 ) -> None:
-    metrics = Metrics()
+    metrics = WorkerMetrics()
     step = TagSuggestStep(index, metrics, SuggestConfig(neighbours=3))
     vector = embedder.embed_images([_image((230, 30, 25))])[0].tolist()
     tags = step.suggest(vector, post_id="new", modality="image", model_version=embedder.version)
@@ -94,8 +94,8 @@ def test_min_score_drops_weakly_backed_tags(embedder: HashingEmbedder) -> None:
     idx = InMemoryIndex(dim=16)
     # Ten equally close neighbours: "common" on all, each "rareN" on one (a 0.1 share).
     idx.upsert([_row(f"p{i}", vec, ["common", f"rare{i}"], embedder.version) for i in range(10)])
-    loose = TagSuggestStep(idx, Metrics(), SuggestConfig(neighbours=10, min_score=0.0))
-    strict = TagSuggestStep(idx, Metrics(), SuggestConfig(neighbours=10, min_score=0.2))
+    loose = TagSuggestStep(idx, WorkerMetrics(), SuggestConfig(neighbours=10, min_score=0.0))
+    strict = TagSuggestStep(idx, WorkerMetrics(), SuggestConfig(neighbours=10, min_score=0.2))
     args: dict[str, Any] = {"post_id": "x", "modality": "image", "model_version": embedder.version}
     assert len(loose.suggest(vec.tolist(), **args)) == 5
     assert strict.suggest(vec.tolist(), **args) == ["common"]
@@ -104,7 +104,7 @@ def test_min_score_drops_weakly_backed_tags(embedder: HashingEmbedder) -> None:
 def test_posterior_restricts_to_the_head_vocabulary(
     embedder: HashingEmbedder, index: InMemoryIndex
 ) -> None:
-    step = TagSuggestStep(index, Metrics(), SuggestConfig(neighbours=3, min_score=0.0))
+    step = TagSuggestStep(index, WorkerMetrics(), SuggestConfig(neighbours=3, min_score=0.0))
     vector = embedder.embed_images([_image(RED)])[0].tolist()
     tags = step.suggest(
         vector,
@@ -130,7 +130,7 @@ class _DownIndex(InMemoryIndex):
 def test_index_failure_costs_only_the_suggestion_and_pauses() -> None:
     now = [100.0]
     down = _DownIndex()
-    step = TagSuggestStep(down, Metrics(), SuggestConfig(pause_s=30), clock=lambda: now[0])
+    step = TagSuggestStep(down, WorkerMetrics(), SuggestConfig(pause_s=30), clock=lambda: now[0])
     vec = [1.0] + [0.0] * 15
     args: dict[str, Any] = {"post_id": "x", "modality": "image", "model_version": "v"}
     assert step.suggest(vec, **args) == []
@@ -164,7 +164,7 @@ def _clean(post_id: str, hashtags: list[str], media: list[dict[str, Any]], text:
 async def test_embed_stage_adds_suggestions_to_untagged_media_only(
     embedder: HashingEmbedder, index: InMemoryIndex, embed_batch: Callable[..., Any]
 ) -> None:
-    metrics = Metrics()
+    metrics = WorkerMetrics()
     published = await embed_batch(
         embedder,
         [

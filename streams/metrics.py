@@ -1,0 +1,52 @@
+"""The stream workers' metrics (normalize, embed, index stages and the suggest step)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from crossfeed.core.metrics import LATENCY_BUCKETS, MetricsBundle
+
+
+class WorkerMetrics(MetricsBundle):
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
+        r = self.registry
+        self.posts_in = Counter("crossfeed_posts_in", "Posts read, by stage", ["stage"], registry=r)
+        self.posts_out = Counter(
+            "crossfeed_posts_out", "Posts written, by stage", ["stage"], registry=r
+        )
+        self.deadletters = Counter(
+            "crossfeed_deadletters", "Messages sent to the dead-letter topic", ["stage"], registry=r
+        )
+        self.duplicates = Counter(
+            "crossfeed_duplicates", "Reposts detected by content hash", registry=r
+        )
+        self.embedded = Counter(
+            "crossfeed_embedded", "Items embedded, by modality", ["modality"], registry=r
+        )
+        self.embed_batch_seconds = Histogram(
+            "crossfeed_embed_batch_seconds",
+            "Embedding time per micro-batch",
+            ["modality"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.indexed = Counter("crossfeed_indexed_rows", "Rows upserted into the index", registry=r)
+        self.index_skipped = Counter(
+            "crossfeed_index_skipped_rows",
+            "Vector records not indexed, by reason (e.g. another model version)",
+            ["reason"],
+            registry=r,
+        )
+        self.tags_suggested = Counter(
+            "crossfeed_tags_suggested",
+            "Media items of untagged posts given suggested tags by the stream, by modality",
+            ["modality"],
+            registry=r,
+        )
+        self.index_batch_seconds = Histogram(
+            "crossfeed_index_batch_seconds",
+            "Upsert time per batch",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
