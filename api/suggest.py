@@ -34,7 +34,6 @@ from crossfeed.encoders.media import decode_image, decode_video, sniff_container
 from crossfeed.indexer.base import VectorIndex
 from crossfeed.retrieval.suggest import (
     MAX_NEIGHBOURS,
-    embed_media_with_posterior,
     suggest_tags_for_media,
 )
 
@@ -147,12 +146,12 @@ def _embed_upload(
         frames = decode_video(
             data, enc.video_fps, enc.video_max_frames, max_bytes, max_pixels=max_pixels
         )
-        vectors, posteriors = embed_media_with_posterior(
-            embedder, "video", [[frame for _, frame in frames]]
+        vectors, posteriors = embedder.embed_media_with_posterior(
+            "video", [[frame for _, frame in frames]]
         )
         return "video", vectors[0], posteriors[0] if posteriors else None
     image = decode_image(data, max_bytes, max_pixels)
-    vectors, posteriors = embed_media_with_posterior(embedder, "image", [image])
+    vectors, posteriors = embedder.embed_media_with_posterior("image", [image])
     return "image", vectors[0], posteriors[0] if posteriors else None
 
 

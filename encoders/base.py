@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from crossfeed.exceptions import InvalidInputError
 
 
 class Embedder(ABC):
@@ -44,6 +47,35 @@ class Embedder(ABC):
         clips = [list(frames)] + [[frames[i] for i in group] for group in groups]
         out = np.asarray(self.embed_videos(clips), dtype=np.float32)
         return out[0], out[1:]
+
+    def embed_media_with_posterior(
+        self, modality: str, media: Sequence[Image.Image] | Sequence[Sequence[Image.Image]]
+    ) -> tuple[np.ndarray, list[dict[str, float]] | None]:
+        """Images (``modality="image"``) or videos (frame lists) -> ``(n, dim)`` vectors and,
+        when the serving head is a tag space, each item's ``{tag: p(tag)}`` (else None).
+
+        This default has no tag head: vectors only. Implementations with one compute the
+        tower features once for both.
+        """
+        return self._embed_media(modality, media), None
+
+    def media_posteriors(
+        self, modality: str, media: Sequence[Image.Image] | Sequence[Sequence[Image.Image]]
+    ) -> list[dict[str, float]] | None:
+        """Only the tag posteriors of :meth:`embed_media_with_posterior` (None without a tag
+        head, computing nothing)."""
+        _check_media_modality(modality)
+        return None
+
+    def _embed_media(self, modality: str, media: Sequence[Any]) -> np.ndarray:
+        _check_media_modality(modality)
+        fn = self.embed_images if modality == "image" else self.embed_videos
+        return np.asarray(fn(media), dtype=np.float32)
+
+
+def _check_media_modality(modality: str) -> None:
+    if modality not in ("image", "video"):
+        raise InvalidInputError(f"expected modality image or video, got {modality!r}")
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

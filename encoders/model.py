@@ -21,9 +21,10 @@ from PIL import Image
 
 from crossfeed.encoders.base import Embedder
 from crossfeed.encoders.exceptions import MediaDecodeError
-from crossfeed.encoders.heads import HeadSet, load_heads
+from crossfeed.encoders.heads import HeadSet
 from crossfeed.encoders.media import VideoSource, decode_image, decode_video
-from crossfeed.exceptions import ConfigError
+from crossfeed.encoders.versions import load_heads
+from crossfeed.exceptions import ConfigError, InvalidInputError
 
 if TYPE_CHECKING:
     from crossfeed.core.settings import EncoderSettings, Settings
@@ -235,6 +236,31 @@ class SharedSpaceEmbedder(Embedder):
         pooled = [feats.mean(axis=0)] + [feats[list(g)].mean(axis=0) for g in groups]
         out = self.project("video", np.stack(pooled).astype(np.float32))  # (1 + groups, dim)
         return out[0], out[1:]
+
+    def embed_media_with_posterior(
+        self, modality: str, media: Sequence[Any]
+    ) -> tuple[np.ndarray, list[dict[str, float]] | None]:
+        """Vectors and, with a tag-space head, tag posteriors from one tower pass."""
+        heads = self.heads
+        if heads.tag_head(modality) is None:
+            return super().embed_media_with_posterior(modality, media)
+        feats = self._media_features(modality, media)
+        return self.project(modality, feats), heads.tag_posteriors(modality, feats, self.device)
+
+    def media_posteriors(
+        self, modality: str, media: Sequence[Any]
+    ) -> list[dict[str, float]] | None:
+        heads = self.heads
+        if heads.tag_head(modality) is None:
+            return super().media_posteriors(modality, media)
+        return heads.tag_posteriors(modality, self._media_features(modality, media), self.device)
+
+    def _media_features(self, modality: str, media: Sequence[Any]) -> np.ndarray:
+        if modality == "image":
+            return self.image_features(media)
+        if modality == "video":
+            return self.video_features(media)
+        raise InvalidInputError(f"expected modality image or video, got {modality!r}")
 
     def embed_video_frames(self, frames: Sequence[Image.Image]) -> np.ndarray:
         """(n_frames,) frames of one video -> (n_frames, dim) per-frame unit vectors.

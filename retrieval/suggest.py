@@ -8,34 +8,25 @@ evidence are combined:
   vote for their own tags, weighted by a softmax of their similarity, so a
   close neighbour counts far more than the 20th. A tag's vote is the weighted
   share of tagged neighbours that carry it, a number in [0, 1];
-* **the head's tag posterior** (when the serving head version is a tag space,
-  see :mod:`crossfeed.train.tag_space`): ``p(tag | media)`` straight
-  from the image head, which also knows tags no neighbour happens to carry.
+* **the head's tag posterior** (when the serving head version is a tag space):
+  ``p(tag | media)`` straight from the image head, which also knows tags no
+  neighbour happens to carry; the embedder computes it beside the vectors
+  (:meth:`~crossfeed.encoders.base.Embedder.embed_media_with_posterior`).
 
 ``score = (1 - mix) * vote + mix * posterior``. Everything here is pure logic
-over hits and arrays, so the API route, the evaluation and (optionally) the
-stream's embed stage share one implementation: the stage would call
-:func:`suggest_tags_for_vector` with each new media vector.
+over hits, so the API route, the stream's suggest step and the evaluation share
+one implementation: :func:`suggest_tags_for_media` is the serving recipe.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from crossfeed.encoders.base import Embedder
-from crossfeed.exceptions import CrossfeedError, InvalidInputError
+from crossfeed.exceptions import InvalidInputError
 from crossfeed.indexer.base import Hit, SearchFilter, VectorIndex
-
-if TYPE_CHECKING:
-    from crossfeed.train.tags import TagVocab
 
 log = logging.getLogger(__name__)
 
@@ -223,95 +214,3 @@ def precision_at_k(
             continue
         values.append(len(set(list(tags)[:k]) & true_set) / k)
     return float(sum(values) / len(values)) if values else float("nan")
-
-
-# --------------------------------------------------------------- head posterior
-
-
-_VOCABS: dict[tuple[str, str], TagVocab] = {}
-_VOCABS_LOCK = threading.Lock()
-
-
-def vocab_for_version(models_dir: Path, version: str) -> TagVocab | None:
-    """The vocabulary saved with a head version, cached once found.
-
-    Versions are immutable, so a found vocabulary never changes; a missing one
-    is not cached (``tags.json`` is written just after the weights).
-    """
-    from crossfeed.train.tags import load_vocab_for_version
-
-    key = (str(models_dir), version)
-    with _VOCABS_LOCK:
-        if key in _VOCABS:
-            return _VOCABS[key]
-    try:
-        vocab = load_vocab_for_version(Path(models_dir), version)
-    except CrossfeedError as exc:
-        log.warning("head version %s: tag vocabulary unusable: %s", version, exc)
-        return None
-    if vocab is not None:
-        with _VOCABS_LOCK:
-            _VOCABS[key] = vocab
-    return vocab
-
-
-def _tag_head(embedder: Embedder, modality: str) -> tuple[Any, TagVocab] | None:
-    """The embedder's head for ``modality`` and its vocabulary, when that head is a
-    tag space with a saved vocabulary that matches its outputs; else None."""
-    heads = getattr(embedder, "heads", None)
-    models_dir = getattr(embedder, "models_dir", None)
-    head = heads.head_for(modality) if heads is not None else None
-    if head is None or models_dir is None or head.spec.kind != "tag_posterior":
-        return None
-    vocab = vocab_for_version(Path(models_dir), heads.version)  # type: ignore[union-attr]
-    # Outputs are the vocabulary's tags, then (optionally) one per tag topic.
-    if vocab is None or len(vocab) + vocab.n_topics != head.spec.out_dim:
-        return None
-    return head, vocab
-
-
-def _posteriors(head: Any, vocab: TagVocab, feats: np.ndarray) -> list[dict[str, float]]:
-    import torch
-
-    with torch.inference_mode():
-        probs = head.net.posterior(torch.from_numpy(feats)).float().numpy()
-    probs = probs[:, : len(vocab)]
-    return [dict(zip(vocab.tags, row.tolist(), strict=True)) for row in probs]
-
-
-def _features(embedder: Embedder, modality: str, media: Sequence[Any]) -> np.ndarray:
-    feats_fn = getattr(embedder, "image_features" if modality == "image" else "video_features")
-    return np.asarray(feats_fn(media), dtype=np.float32)
-
-
-def embed_media_with_posterior(
-    embedder: Embedder, modality: str, media: Sequence[Any]
-) -> tuple[np.ndarray, list[dict[str, float]] | None]:
-    """Embed images (``modality="image"``) or videos (frame lists) in the serving space.
-
-    When the embedder is the production one and its head version is a tag
-    space with a saved vocabulary, also return each item's ``{tag: p(tag)}``
-    from the same tower features (computed once). Otherwise the posterior is
-    None and tag suggestions rest on neighbour votes alone.
-    """
-    if modality not in ("image", "video"):
-        raise InvalidInputError(f"cannot suggest tags for modality {modality!r}")
-    found = _tag_head(embedder, modality)
-    if found is None:
-        fn = embedder.embed_images if modality == "image" else embedder.embed_videos
-        return np.asarray(fn(media), dtype=np.float32), None
-    feats = _features(embedder, modality, media)
-    vectors = embedder.project(modality, feats)  # type: ignore[attr-defined]
-    return vectors, _posteriors(*found, feats)
-
-
-def media_posteriors(
-    embedder: Embedder, modality: str, media: Sequence[Any]
-) -> list[dict[str, float]] | None:
-    """Only the tag posteriors (None at once, computing nothing, without a tag head)."""
-    if modality not in ("image", "video"):
-        raise InvalidInputError(f"cannot suggest tags for modality {modality!r}")
-    found = _tag_head(embedder, modality)
-    if found is None:
-        return None
-    return _posteriors(*found, _features(embedder, modality, media))

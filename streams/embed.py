@@ -34,7 +34,6 @@ from crossfeed.core.settings import KafkaSettings
 from crossfeed.core.text import embedding_text
 from crossfeed.encoders.base import Embedder
 from crossfeed.encoders.moments import Moment, segment_moments
-from crossfeed.retrieval.suggest import embed_media_with_posterior, media_posteriors
 from crossfeed.streams.delivery import DeadLetters, Publisher
 from crossfeed.streams.exceptions import MediaError
 from crossfeed.streams.media import (
@@ -272,7 +271,7 @@ class EmbedStage:
             vectors = np.asarray(embedder.embed_texts(media), dtype=np.float32)
         elif modality == "image" and suggest:
             # Same vectors as embed_images, plus the head's tag posterior when it has one.
-            vectors, posteriors = embed_media_with_posterior(embedder, "image", media)
+            vectors, posteriors = embedder.embed_media_with_posterior("image", media)
         elif modality == "image":
             vectors = np.asarray(embedder.embed_images(media), dtype=np.float32)
         else:
@@ -284,7 +283,7 @@ class EmbedStage:
                 moments[i] = list(zip(spans, _checked(np.asarray(parts), len(spans)), strict=True))
             vectors = np.stack(pooled).astype(np.float32)
             if suggest:
-                posteriors = media_posteriors(embedder, "video", media)
+                posteriors = embedder.media_posteriors("video", media)
         return _checked(vectors, len(items), modality), posteriors, moments
 
     @staticmethod

@@ -251,8 +251,8 @@ def _resolve_embedder(
     """The embedder for ``model_version`` and its concrete version ("latest" resolved)."""
     if embedder is None:
         from crossfeed.encoders.exceptions import HeadVersionError
-        from crossfeed.encoders.heads import list_versions
         from crossfeed.encoders.model import load_embedder
+        from crossfeed.encoders.versions import list_versions
 
         embedder = load_embedder(_settings_for(settings, model_version, None))
         try:

@@ -33,9 +33,9 @@ from crossfeed.exceptions import InvalidInputError
 if TYPE_CHECKING:
     from crossfeed.core.settings import Settings
     from crossfeed.encoders.model import SharedSpaceEmbedder
+    from crossfeed.encoders.vocab import TagVocab
     from crossfeed.train.clipart_data import ClipartSplit
     from crossfeed.train.clipart_methods import Space
-    from crossfeed.train.tags import TagVocab
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +160,9 @@ def _choose_stream_min_score(
     validation media; the test split is not used. Choices already made on
     the whole training split (the topic threshold) are kept.
     """
+    from crossfeed.encoders.vocab import TagVocab
     from crossfeed.train import clipart_report as rep
     from crossfeed.train.clipart_data import validation_split
-    from crossfeed.train.tags import TagVocab
 
     val = validation_split(split, STREAM_VALIDATION_FRACTION, opts.split_seed)
     vocab = TagVocab().fit(val.train.tags)
@@ -210,10 +210,10 @@ def run_clipart_eval(
 ) -> dict[str, Any]:
     """Run the whole evaluation; returns the JSON-able report (also written to ``out_dir``)."""
     from crossfeed.encoders.model import load_embedder
+    from crossfeed.encoders.vocab import TagVocab
     from crossfeed.train import clipart_report as rep
     from crossfeed.train.clipart_data import ensure_corpus, load_split
     from crossfeed.train.clipart_output import save_winner, write_contact_sheet
-    from crossfeed.train.tags import TagVocab
     from crossfeed.train.train_data import text_features_cached
 
     unknown = sorted(set(opts.methods) - set(METHODS))

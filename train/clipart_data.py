@@ -49,7 +49,7 @@ class ClipartSplit:
 
     def true_tags(self, post_id: str) -> list[str]:
         """The held-out descriptive tags of a post, normalised (its ``relevant_tags``)."""
-        from crossfeed.train.tags import clean_tag
+        from crossfeed.encoders.vocab import clean_tag
 
         meta = self.posts[post_id].metadata or {}
         tags = (clean_tag(str(t)) for t in meta.get("relevant_tags") or ())

@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 
     from crossfeed.core.settings import Settings
     from crossfeed.encoders.model import SharedSpaceEmbedder
+    from crossfeed.encoders.vocab import TagVocab
     from crossfeed.train.clipart_data import ClipartSplit
     from crossfeed.train.clipart_methods import Space
-    from crossfeed.train.tags import TagVocab
 
 
 def save_winner(
@@ -33,8 +33,9 @@ def save_winner(
     embedder: SharedSpaceEmbedder,
 ) -> str:
     """Save the winning space (its first seed) as a new head version; returns the id."""
-    from crossfeed.encoders.heads import HeadSpec, ProjectionHead, new_version_id, save_heads
-    from crossfeed.train.tags import save_vocab_for_version
+    from crossfeed.encoders.heads import HeadSpec, ProjectionHead
+    from crossfeed.encoders.versions import new_version_id, save_heads
+    from crossfeed.encoders.vocab import save_vocab_for_version
     from crossfeed.train.train_cmd import TrainedSpace, save_trained
 
     towers = {"text": embedder.text_tower.model_id, "image": embedder.image_tower.model_id}

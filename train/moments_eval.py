@@ -114,8 +114,8 @@ def _fit_space(
     name: str, split: ClipartSplit, seed: int, opts: MomentsEvalOptions, chosen: dict[str, Any]
 ) -> Space:
     """Fit ``name`` on ``split.train`` exactly as ``eval clipart`` does."""
+    from crossfeed.encoders.vocab import TagVocab
     from crossfeed.train.clipart import ClipartEvalOptions, fit_space
-    from crossfeed.train.tags import TagVocab
 
     vocab = TagVocab().fit(split.train.tags)
     y = vocab.transform(split.train.tags)

@@ -212,8 +212,9 @@ def fit_bootstrap_head(
     The text head is the identity (the shared space is the text tower's space);
     videos use the image head on pooled frames, as at inference.
     """
-    from crossfeed.encoders.heads import HeadSpec, ProjectionHead, new_version_id, save_heads
+    from crossfeed.encoders.heads import HeadSpec, ProjectionHead
     from crossfeed.encoders.model import load_embedder
+    from crossfeed.encoders.versions import new_version_id, save_heads
     from crossfeed.train.features import extract_features
 
     embedder = embedder or load_embedder(settings)

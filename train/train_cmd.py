@@ -49,7 +49,7 @@ from crossfeed.train.train_data import (
 if TYPE_CHECKING:
     from torch import nn
 
-    from crossfeed.train.tags import TagVocab
+    from crossfeed.encoders.vocab import TagVocab
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +224,9 @@ def save_trained(
     notes: str = "",
 ) -> str:
     """Write a new head version with its tag vocabulary; returns the version id."""
-    from crossfeed.encoders.heads import ProjectionHead, new_version_id, save_heads
-    from crossfeed.train.tags import save_vocab_for_version
+    from crossfeed.encoders.heads import ProjectionHead
+    from crossfeed.encoders.versions import new_version_id, save_heads
+    from crossfeed.encoders.vocab import save_vocab_for_version
 
     heads = {k: v for k, v in trained.heads.items() if isinstance(v, ProjectionHead)}
     vocab_hash = hashlib.sha256("\n".join(vocab.tags).encode()).hexdigest()[:16]
@@ -277,7 +278,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from crossfeed.core.settings import Settings
     from crossfeed.corpus.io import read_posts, write_posts
     from crossfeed.encoders.model import load_embedder
-    from crossfeed.train.tags import TagVocab, TagVocabConfig
+    from crossfeed.encoders.vocab import TagVocab, TagVocabConfig
 
     settings = Settings()
     progress = not args.no_progress and sys.stderr.isatty()

@@ -96,7 +96,8 @@ def pin_model_version(settings: Settings) -> Settings:
     """
     if settings.encoder.model_version != "latest":
         return settings
-    from crossfeed.encoders.heads import FALLBACK_VERSION, list_versions
+    from crossfeed.encoders.heads import FALLBACK_VERSION
+    from crossfeed.encoders.versions import list_versions
 
     versions = list_versions(settings.models_dir)
     version = versions[0].version if versions else FALLBACK_VERSION

@@ -58,7 +58,7 @@ def _ensure_corpus(settings: Settings, limit: int, seed: int, console: Console):
 def _ensure_head(settings: Settings, corpus, console: Console) -> str:  # type: ignore[no-untyped-def]
     """Fit the bootstrap ridge head on the corpus' train split unless a head exists."""
     from crossfeed.corpus.io import split_posts, write_posts
-    from crossfeed.encoders.heads import list_versions
+    from crossfeed.encoders.versions import list_versions
     from crossfeed.train.ridge import fit_bootstrap_head
 
     if settings.encoder.model_version != "latest":  # the operator chose one

@@ -12,16 +12,8 @@ import pytest
 import torch
 
 from crossfeed.encoders.exceptions import HeadVersionError
-from crossfeed.encoders.heads import (
-    FALLBACK_VERSION,
-    HeadSpec,
-    ProjectionHead,
-    fallback_heads,
-    list_versions,
-    load_heads,
-    save_heads,
-    validate_version,
-)
+from crossfeed.encoders.heads import FALLBACK_VERSION, HeadSpec, ProjectionHead, validate_version
+from crossfeed.encoders.versions import fallback_heads, list_versions, load_heads, save_heads
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

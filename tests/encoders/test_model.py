@@ -11,10 +11,11 @@ from PIL import Image, ImageDraw
 
 from crossfeed.core.settings import EncoderSettings, Settings
 from crossfeed.encoders.exceptions import MediaDecodeError, ModelLoadError
-from crossfeed.encoders.heads import FALLBACK_VERSION, HeadSpec, ProjectionHead, save_heads
+from crossfeed.encoders.heads import FALLBACK_VERSION, HeadSpec, ProjectionHead
 from crossfeed.encoders.image import ImageTower, parse_image_model
 from crossfeed.encoders.model import SharedSpaceEmbedder, load_embedder, resolve_device
 from crossfeed.encoders.text import TextTower
+from crossfeed.encoders.versions import save_heads
 from crossfeed.exceptions import ConfigError
 
 

@@ -14,8 +14,8 @@ from PIL import Image, ImageDraw
 
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.exceptions import TrainingError
-from crossfeed.encoders.heads import list_versions, load_heads
 from crossfeed.encoders.model import SharedSpaceEmbedder
+from crossfeed.encoders.versions import list_versions, load_heads
 from crossfeed.train.features import extract_features
 from crossfeed.train.ridge import _group_folds, fit_bootstrap_head, fit_ridge
 

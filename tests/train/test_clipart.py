@@ -6,6 +6,7 @@ import argparse
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,12 +15,12 @@ from PIL import Image
 from crossfeed.core.settings import EncoderSettings, Settings
 from crossfeed.encoders.base import l2_normalize
 from crossfeed.encoders.exceptions import TrainingError
-from crossfeed.encoders.heads import load_heads
 from crossfeed.encoders.media import decode_image, decode_video
+from crossfeed.encoders.model import SharedSpaceEmbedder
+from crossfeed.encoders.versions import load_heads
+from crossfeed.encoders.vocab import TagVocab, TagVocabConfig, load_vocab_for_version
 from crossfeed.exceptions import InvalidInputError
-from crossfeed.retrieval.suggest import embed_media_with_posterior
 from crossfeed.train.clipart_report import MIN_SCORE_GRID
-from crossfeed.train.tags import TagVocab, TagVocabConfig, load_vocab_for_version
 from crossfeed.train.train_cmd import (
     add_train_command,
     parse_objectives,
@@ -190,20 +191,17 @@ def test_a_saved_model_reloads_and_embeds_identically(
     assert saved_vocab.topics == vocab.topics
 
     # The serving path: vectors plus each item's tag posterior, from one feature pass.
-    class Serving:
-        models_dir = tmp_path
-        heads = loaded
-
-        def image_features(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    class Serving(SharedSpaceEmbedder):
+        def image_features(self, images: Sequence[Any]) -> np.ndarray:
             return np.stack(images)
 
-        def project(self, modality: str, feats: np.ndarray) -> np.ndarray:
-            return loaded.project(modality, feats)
-
-        def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        def embed_images(self, images: Sequence[Any]) -> np.ndarray:
             raise AssertionError("the tag-space path computes features once")
 
-    vectors, posteriors = embed_media_with_posterior(Serving(), "image", list(data.image[:3]))  # type: ignore[arg-type]
+    serving = Serving(EncoderSettings(), tmp_path)
+    serving._heads, serving._device = loaded, "cpu"
+    assert loaded.tag_vocab is not None and loaded.tag_vocab.tags == vocab.tags
+    vectors, posteriors = serving.embed_media_with_posterior("image", list(data.image[:3]))
     np.testing.assert_allclose(vectors, loaded.project("image", data.image[:3]), atol=1e-6)
     assert posteriors is not None and len(posteriors) == 3
     assert set(posteriors[0]) == set(vocab.tags)

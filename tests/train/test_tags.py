@@ -9,15 +9,14 @@ import pytest
 
 from crossfeed.core.schema import Post
 from crossfeed.encoders.exceptions import HeadVersionError, TrainingError
-from crossfeed.train.tags import (
+from crossfeed.encoders.vocab import (
     TagVocab,
     TagVocabConfig,
     clean_tag,
     load_vocab_for_version,
-    post_tags,
-    post_text,
     save_vocab_for_version,
 )
+from crossfeed.train.tags import post_tags, post_text
 
 
 def test_spellings_of_one_tag_collapse_and_junk_is_dropped() -> None:
