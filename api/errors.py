@@ -17,8 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from crossfeed.api.exceptions import ApiError
+from crossfeed.api.exceptions import ApiError, ModelVersionConflictError, NotFoundError
 from crossfeed.exceptions import CrossfeedError, InvalidInputError
+from crossfeed.retrieval.exceptions import ModelVersionMismatchError, PostNotIndexedError
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,19 @@ def _body(
     return {"error": error}
 
 
+# Errors of the floors below, answered as the API's own (status and type name).
+_AS_API_ERROR: dict[type[CrossfeedError], type[ApiError]] = {
+    PostNotIndexedError: NotFoundError,
+    ModelVersionMismatchError: ModelVersionConflictError,
+}
+
+
 async def _crossfeed_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CrossfeedError)
+    for source, target in _AS_API_ERROR.items():
+        if isinstance(exc, source):
+            exc = target(exc.message)
+            break
     kind = type(exc).__name__
     if isinstance(exc, ApiError):
         return JSONResponse(

@@ -25,13 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from crossfeed.api.deps import EncoderDep, IndexDep, SettingsDep, StateDep
 from crossfeed.api.exceptions import BadRequestError, UnsupportedMediaTypeError
 from crossfeed.api.models import ErrorResponse
-from crossfeed.api.search import query_row_for_post
 from crossfeed.api.upload import read_json, read_upload_form
 from crossfeed.core.schema import MAX_ID_CHARS
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.encoders.media import decode_image, decode_video, sniff_container
 from crossfeed.indexer.base import VectorIndex
+from crossfeed.retrieval.hits import query_row_for_post
 from crossfeed.retrieval.suggest import (
     MAX_NEIGHBOURS,
     suggest_tags_for_media,

@@ -35,11 +35,12 @@ from crossfeed.encoders.base import Embedder
 from crossfeed.exceptions import ConfigError
 from crossfeed.indexer.base import VectorIndex
 from crossfeed.streams.dedupe import DedupeStore, RedisDedupeStore
-from crossfeed.streams.delivery import NormalizeStage, Publisher
+from crossfeed.streams.delivery import Publisher
 from crossfeed.streams.embed import EmbedStage
 from crossfeed.streams.index import EpochBumper, IndexStage
 from crossfeed.streams.media import DecodeLimits, MediaFetcher, MediaPolicy
 from crossfeed.streams.metrics import WorkerMetrics
+from crossfeed.streams.normalize import NormalizeStage
 from crossfeed.streams.topics import Topics
 
 log = logging.getLogger(__name__)

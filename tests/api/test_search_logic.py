@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import pytest
 
 from crossfeed.api.cache import cache_key, normalize_text_query
-from crossfeed.api.exceptions import ModelVersionConflictError, NotFoundError
 from crossfeed.api.models import SearchFilters
-from crossfeed.api.search import ROWS_PER_POST, best_per_post, collect_hits, query_row_for_post
 from crossfeed.indexer.base import Hit, IndexRow, SearchFilter
 from crossfeed.indexer.memory import InMemoryIndex
+from crossfeed.retrieval.exceptions import ModelVersionMismatchError, PostNotIndexedError
+from crossfeed.retrieval.hits import ROWS_PER_POST, best_per_post, collect_hits, query_row_for_post
 
 
 def _row(post: str, item: int = 0, modality: str = "text", version: str = "v1") -> IndexRow:
@@ -88,9 +88,9 @@ def test_query_row_prefers_text_of_the_serving_model() -> None:
 
 
 def test_query_row_errors() -> None:
-    with pytest.raises(NotFoundError):
+    with pytest.raises(PostNotIndexedError):
         query_row_for_post([], "p", "v1")
-    with pytest.raises(ModelVersionConflictError):
+    with pytest.raises(ModelVersionMismatchError):
         query_row_for_post([_row("p", version="v0")], "p", "v1")
 
 

@@ -135,10 +135,10 @@ async def run_embed_stage(
     returns the vector records it published."""
     from crossfeed.core.schema import VectorRecord
     from crossfeed.core.settings import KafkaSettings, Settings
-    from crossfeed.streams.delivery import RecordingPublisher
     from crossfeed.streams.embed import EmbedStage
     from crossfeed.streams.media import DecodeLimits, MediaFetcher, MediaPolicy
     from crossfeed.streams.metrics import WorkerMetrics
+    from crossfeed.streams.testing import RecordingPublisher
 
     settings, topics, pub = Settings(), KafkaSettings(), RecordingPublisher()
     stage = EmbedStage(

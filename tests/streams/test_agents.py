@@ -14,8 +14,8 @@ from crossfeed.core.settings import KafkaSettings, Settings, StreamSettings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.streams.app import AGENT_NAMES, create_app
 from crossfeed.streams.dedupe import InMemoryDedupeStore
-from crossfeed.streams.delivery import RecordingPublisher
 from crossfeed.streams.metrics import WorkerMetrics
+from crossfeed.streams.testing import RecordingPublisher
 
 TOPICS = KafkaSettings()
 

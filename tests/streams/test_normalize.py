@@ -1,222 +1,136 @@
-"""Text cleaning, hashtag normalisation, segmentation and the content hash."""
+"""Stage helpers and normalize edge cases, without faust."""
 
 from __future__ import annotations
 
-import base64
+import asyncio
+import json
 
 import pytest
 
-from crossfeed.core.schema import MediaItem
-from crossfeed.core.text import (
-    clean_text,
-    clean_text_and_hashtags,
-    content_hash,
-    embedding_text,
-    emoji_to_text,
-    media_identity,
-    merge_hashtags,
-    normalize_hashtag,
-    segment_words,
-    split_camel_case,
-    squeeze_elongations,
-    strip_mentions,
-    strip_urls,
-)
+from crossfeed.core.schema import CleanPost, DeadLetter
+from crossfeed.core.settings import KafkaSettings
+from crossfeed.streams.dedupe import DedupeStore, InMemoryDedupeStore
+from crossfeed.streams.delivery import DeadLetters, retry_forever
+from crossfeed.streams.exceptions import DedupeUnavailableError, MediaRefusedError
+from crossfeed.streams.metrics import WorkerMetrics
+from crossfeed.streams.normalize import NormalizeStage
+from crossfeed.streams.testing import RecordingPublisher
+
+TOPICS = KafkaSettings()
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("see https://t.co/xyz now", "see now"),
-        ("docs at http://example.com/a?b=1#c.", "docs at"),
-        ("visit www.example.org/path today", "visit today"),
-        ("HTTPS://EXAMPLE.COM caps", "caps"),
-        ("no links here", "no links here"),
-    ],
-)
-def test_strip_urls(text: str, expected: str) -> None:
-    assert clean_text(strip_urls(text)) == expected
+async def _no_sleep(_: float) -> None:
+    await asyncio.sleep(0)
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("@bob hi there", "hi there"),
-        ("thanks @alice_99!", "thanks !"),
-        ("@carol: reply", "reply"),
-        ("mail me at me@example.com", "mail me at me@example.com"),
-        ("@名前 こんにちは", "こんにちは"),
-    ],
-)
-def test_strip_mentions(text: str, expected: str) -> None:
-    assert clean_text(strip_mentions(text)) == expected
+async def test_retry_forever_retries_retriable_and_raises_the_rest() -> None:
+    calls = {"n": 0}
+
+    async def flaky() -> str:
+        calls["n"] += 1
+        if calls["n"] < 4:
+            raise DedupeUnavailableError("redis down")
+        return "ok"
+
+    assert await retry_forever(flaky, what="x", sleep=_no_sleep) == "ok"
+    assert calls["n"] == 4
+
+    async def refused() -> str:
+        calls["n"] += 1
+        raise MediaRefusedError("never")
+
+    with pytest.raises(MediaRefusedError):
+        await retry_forever(refused, what="x", sleep=_no_sleep)
+    assert calls["n"] == 5
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("love it 🔥", "love it fire"),
-        ("🔥🔥🔥 hot", "fire hot"),  # a run of the same emoji counts once
-        ("ok 👍🏽", "ok thumbs up"),  # skin tone dropped
-        ("family 👨\u200d👩\u200d👧 day", "family family man woman girl day"),
-        ("go 🇫🇷", "go France"),
-        ("😂 and 😂", "face with tears of joy and face with tears of joy"),
-        ("plain", "plain"),
-    ],
-)
-def test_emoji_to_text(text: str, expected: str) -> None:
-    assert clean_text(emoji_to_text(text)) == expected
+async def test_deadletter_payload_cut_to_fit_one_message() -> None:
+    pub = RecordingPublisher()
+    dead = DeadLetters(pub, "dl", WorkerMetrics(), max_message_bytes=2000)
+    await dead.send("parse", "too big", b"x" * 10_000, "p1")
+    [(key, value)] = pub.on("dl")
+    assert len(value) <= 2000 and key == "p1"
+    letter = DeadLetter.model_validate_json(value)
+    assert "payload cut to" in letter.reason and "of 10000 bytes" in letter.reason
+    assert letter.payload == "x" * len(letter.payload) and 0 < len(letter.payload) < 2000
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("sooooo good", "soo good"),
-        ("goooood", "good"),
-        ("yesss", "yess"),
-        ("wow!!!!! really???", "wow! really?"),
-        ("wait.......", "wait..."),
-        ("1000000 views", "1000000 views"),  # digits untouched
-        ("coool", "cool"),
-        ("ääääh", "ääh"),
-    ],
-)
-def test_squeeze_elongations(text: str, expected: str) -> None:
-    assert squeeze_elongations(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "clean", "tags"),
-    [
-        (
-            "Sooooo goooood!!! https://t.co/a @bob #SunsetBeach #tbt",
-            "Soo good!",
-            ["sunset beach", "tbt"],
-        ),
-        ("I love #NewYork in spring", "I love new york in spring", ["new york"]),
-        ("#Python is great", "python is great", ["python"]),
-        ("#love #summer", "", ["love", "summer"]),
-        ("#1 fan of this", "#1 fan of this", []),  # "#1" is a rank, not a hashtag
-        ("great day (#beach)!", "great day", ["beach"]),
-        ("  lots \n\n of\t\tspace  ", "lots of space", []),
-        ("𝓯𝓪𝓷𝓬𝔂 letters", "fancy letters", []),
-        ("Tom &amp; Jerry", "Tom & Jerry", []),
-        ("zero\u200bwidth", "zerowidth", []),
-        ("Café au lait #CaféParis", "Café au lait", ["café paris"]),
-        ("東京 #東京タワー", "東京", ["東京タワー"]),
-        ("#beach #Beach #BEACH", "", ["beach"]),
-    ],
-)
-def test_clean_text_and_hashtags(text: str, clean: str, tags: list[str]) -> None:
-    assert clean_text_and_hashtags(text) == (clean, tags)
-
-
-@pytest.mark.parametrize(
-    ("word", "parts"),
-    [
-        ("SunsetBeach", ["Sunset", "Beach"]),
-        ("NYCMarathon", ["NYC", "Marathon"]),
-        ("iPhone", ["iPhone"]),
-        ("eBay", ["eBay"]),
-        ("covid19", ["covid", "19"]),
-        ("2024Goals", ["2024", "Goals"]),
-        ("mp3", ["mp3"]),
-        ("h2o", ["h2o"]),
-        ("4k", ["4k"]),
-        ("lowercase", ["lowercase"]),
-        ("ÉtéÀParis", ["Été", "À", "Paris"]),
-        ("", []),
-    ],
-)
-def test_split_camel_case(word: str, parts: list[str]) -> None:
-    assert split_camel_case(word) == parts
-
-
-@pytest.mark.parametrize(
-    ("word", "parts"),
-    [
-        ("sunsetbeach", ["sunset", "beach"]),
-        ("throwbackthursday", ["throwback", "thursday"]),
-        ("photooftheday", ["photo", "of", "the", "day"]),
-        ("newyorkcity", ["new", "york", "city"]),
-        ("nofilter", ["no", "filter"]),
-        ("summer", ["summer"]),
-        ("tbt", ["tbt"]),  # too short to split
-        ("selfie", ["selfie"]),  # "self ie" is a guess: rejected
-        ("igers", ["igers"]),  # "iger s": rejected
-        ("café", ["café"]),  # not ASCII: left alone
-    ],
-)
-def test_segment_words(word: str, parts: list[str]) -> None:
-    assert segment_words(word) == parts
-
-
-@pytest.mark.parametrize(
-    ("tag", "expected"),
-    [
-        ("#SunsetBeach", "sunset beach"),
-        ("sunset_beach", "sunset beach"),
-        ("#sunsetbeach", "sunset beach"),
-        ("#sunset-beach", "sunset beach"),
-        ("  #Sunset Beach ", "sunset beach"),
-        ("##", ""),
-        ("#ThrowbackThursday", "throwback thursday"),
-        ("#iPhone15", "iphone 15"),
-        ("#NYC", "nyc"),
-        ("#ＦＵＬＬＷＩＤＴＨ", "fullwidth"),
-        ("#x" + "a" * 500, "x" + "a" * 99),  # capped length, no pathological segmentation
-    ],
-)
-def test_normalize_hashtag(tag: str, expected: str) -> None:
-    assert normalize_hashtag(tag) == expected
-
-
-def test_merge_hashtags_text_first_then_field_deduplicated() -> None:
-    assert merge_hashtags(["sunset beach", "tbt"], ["#TBT", "Food", "sunset_beach"]) == [
-        "sunset beach",
-        "tbt",
-        "food",
-    ]
-
-
-def test_embedding_text_appends_only_missing_hashtags() -> None:
-    assert embedding_text("I love new york", ["new york", "pizza"]) == "I love new york pizza"
-    assert embedding_text("", ["beach"]) == "beach"
-    assert embedding_text("", []) == ""
-
-
-def _image(data: bytes) -> MediaItem:
-    return MediaItem(kind="image", data_base64=base64.b64encode(data).decode())
-
-
-def test_content_hash_is_stable_across_cosmetic_differences() -> None:
-    a = content_hash("Hello  World", ["b", "a"], [_image(b"xyz")])
-    b = content_hash("hello world", ["a", "b"], [_image(b"xyz")])
-    assert a == b and len(a) == 64
-
-
-@pytest.mark.parametrize(
-    ("other_text", "other_tags", "other_media"),
-    [
-        ("hello there", ["a"], [b"xyz"]),
-        ("hello world", ["c"], [b"xyz"]),
-        ("hello world", ["a"], [b"xyZ"]),
-        ("hello world", ["a"], []),
-    ],
-)
-def test_content_hash_differs_when_content_differs(
-    other_text: str, other_tags: list[str], other_media: list[bytes]
-) -> None:
-    base = content_hash("hello world", ["a"], [_image(b"xyz")])
-    assert content_hash(other_text, other_tags, [_image(m) for m in other_media]) != base
-
-
-def test_media_identity_by_source() -> None:
-    assert media_identity(MediaItem(kind="image", path="a/./b/../c.png")) == "image:path:a/c.png"
-    assert (
-        media_identity(MediaItem(kind="video", url="https://x.org/v.mp4#t=3"))
-        == "video:url:https://x.org/v.mp4"
+def _stage(
+    dedupe: DedupeStore | None = None, **kw: int
+) -> tuple[NormalizeStage, RecordingPublisher]:
+    pub = RecordingPublisher()
+    stage = NormalizeStage(
+        dedupe=dedupe or InMemoryDedupeStore(),
+        publisher=pub,
+        topics=TOPICS,
+        metrics=WorkerMetrics(),
+        **kw,
     )
-    assert media_identity(_image(b"1")) != media_identity(_image(b"2"))
-    with pytest.raises(ValueError, match="base64"):
-        media_identity(MediaItem(kind="image", data_base64="!!!not base64"))
+    return stage, pub
+
+
+def _letter(pub: RecordingPublisher) -> DeadLetter:
+    [(_, value)] = pub.on(TOPICS.topic_deadletter)
+    return DeadLetter.model_validate_json(value)
+
+
+async def test_absurd_json_is_deadlettered_not_crashing(raw_post) -> None:  # type: ignore[no-untyped-def]
+    stage, pub = _stage()
+    assert await stage.handle(b"[" * 100_000 + b"]" * 100_000) == "deadletter"
+    assert _letter(pub).stage == "parse"
+
+
+async def test_oversized_clean_post_is_deadlettered(raw_post) -> None:  # type: ignore[no-untyped-def]
+    stage, pub = _stage(max_message_bytes=3000)
+    assert await stage.handle(raw_post("big", text="word " * 500)) == "deadletter"
+    letter = _letter(pub)
+    assert letter.stage == "normalize" and "over the 3000-byte limit" in letter.reason
+    assert pub.on(TOPICS.topic_clean) == []
+
+
+async def test_cleaning_bug_costs_one_post(raw_post, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import crossfeed.streams.normalize as stages
+
+    def boom(text: str) -> tuple[str, list[str]]:
+        if "explode" in text:
+            raise RuntimeError("unexpected")
+        return text, []
+
+    monkeypatch.setattr(stages, "clean_text_and_hashtags", boom)
+    stage, pub = _stage()
+    assert await stage.handle(raw_post("a", text="please explode")) == "deadletter"
+    assert await stage.handle(raw_post("b", text="fine")) == "clean"
+    assert "RuntimeError: unexpected" in _letter(pub).reason
+    assert [k for k, _ in pub.on(TOPICS.topic_clean)] == ["b"]
+
+
+async def test_redis_outage_is_waited_out(raw_post, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import crossfeed.streams.delivery as stages
+
+    real_sleep = asyncio.sleep
+    monkeypatch.setattr(stages.asyncio, "sleep", lambda s: real_sleep(0))
+
+    class Flaky(InMemoryDedupeStore):
+        failures = 3
+
+        async def claim(self, content_hash: str, post_id: str) -> str:
+            if self.failures:
+                self.failures -= 1
+                raise DedupeUnavailableError("down")
+            return await super().claim(content_hash, post_id)
+
+    store = Flaky()
+    stage, pub = _stage(store)
+    assert await stage.handle(raw_post("a")) == "clean"
+    assert store.failures == 0
+    [(_, value)] = pub.on(TOPICS.topic_clean)
+    assert CleanPost.model_validate_json(value).post.id == "a"
+
+
+async def test_tags_only_post_is_kept(raw_post) -> None:  # type: ignore[no-untyped-def]
+    stage, pub = _stage()
+    assert await stage.handle(raw_post("t", text="", tags=["#SunsetBeach"])) == "clean"
+    [(_, value)] = pub.on(TOPICS.topic_clean)
+    clean = CleanPost.model_validate_json(value)
+    assert clean.clean_text == "" and clean.hashtags == ["sunset beach"]
+    assert json.loads(value)["post"]["tags"] == ["#SunsetBeach"]  # the original is kept

@@ -18,7 +18,6 @@ from crossfeed.core.settings import KafkaSettings, Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.memory import InMemoryIndex
 from crossfeed.streams.app import build_pipeline
-from crossfeed.streams.delivery import RecordingPublisher
 from crossfeed.streams.exceptions import ReindexError
 from crossfeed.streams.index import IndexStage
 from crossfeed.streams.metrics import WorkerMetrics
@@ -30,6 +29,7 @@ from crossfeed.streams.reindex import (
     slug,
 )
 from crossfeed.streams.reindex_kafka import CatchUpPoller
+from crossfeed.streams.testing import RecordingPublisher
 
 TOPICS = KafkaSettings()
 MILVUS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")

@@ -18,9 +18,9 @@ from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.base import Hit, IndexRow, SearchFilter
 from crossfeed.indexer.exceptions import IndexUnavailableError
 from crossfeed.indexer.memory import InMemoryIndex
-from crossfeed.streams.delivery import RecordingPublisher
 from crossfeed.streams.metrics import WorkerMetrics
 from crossfeed.streams.suggest import SuggestConfig, TagSuggestStep
+from crossfeed.streams.testing import RecordingPublisher
 
 TOPICS = KafkaSettings()
 RED, BLUE = (220, 20, 20), (20, 20, 220)

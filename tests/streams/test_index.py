@@ -16,9 +16,9 @@ from crossfeed.indexer.base import IndexRow
 from crossfeed.indexer.exceptions import IndexUnavailableError
 from crossfeed.indexer.memory import InMemoryIndex
 from crossfeed.streams.app import AGENT_NAMES, create_app
-from crossfeed.streams.delivery import RecordingPublisher
 from crossfeed.streams.index import IndexStage
 from crossfeed.streams.metrics import WorkerMetrics
+from crossfeed.streams.testing import RecordingPublisher
 
 TOPICS = KafkaSettings()
 DIM = 8
