@@ -24,7 +24,8 @@ _COMMAND_MODULES = (
     "crossfeed.ops.data.produce",  # produce
     "crossfeed.ops.data.reindex",  # reindex
     "crossfeed.ops.data.collections",  # collections
-    "crossfeed.ops.run.serve",  # serve, demo
+    "crossfeed.ops.run.serve",  # worker, serve
+    "crossfeed.ops.run.demo",  # demo
     "crossfeed.train.cli",  # train, eval
     "crossfeed.ops.bench.cli",  # bench
 )

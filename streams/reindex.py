@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from crossfeed.indexer.exceptions import VectorIndexError
-from crossfeed.streams.app import build_pipeline
 from crossfeed.streams.delivery import Publisher
 from crossfeed.streams.exceptions import ReindexError
 from crossfeed.streams.metrics import WorkerMetrics
+from crossfeed.streams.pipeline import build_pipeline
 from crossfeed.streams.reindex_kafka import (
     CatchUpPoller,
     KafkaPublisher,

@@ -19,9 +19,10 @@ from mode import Service
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.indexer.base import VectorIndex
-from crossfeed.streams.app import STAGES, Pipeline, check_stages, create_app
+from crossfeed.streams.app import create_app
 from crossfeed.streams.exceptions import WorkerError
 from crossfeed.streams.metrics import WorkerMetrics
+from crossfeed.streams.pipeline import STAGES, Pipeline, check_stages
 
 log = logging.getLogger(__name__)
 

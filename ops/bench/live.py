@@ -255,7 +255,7 @@ def live_pipeline(
 ) -> Iterator[LivePipeline]:
     """Create the topics, start one ``crossfeed worker`` process, yield; then stop it and
     remove the run's topics, collection and Redis keys (unless ``keep``)."""
-    from crossfeed.ops.run.serve import stop_processes
+    from crossfeed.ops.run.processes import stop_processes
     from crossfeed.streams.topics import ensure_topics
 
     probe = RowProbe(settings)

@@ -7,6 +7,7 @@ indexed -> example queries -> "ready" -> serve until Ctrl-C.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import threading
@@ -17,10 +18,28 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from crossfeed.core.schema import Post
 from crossfeed.core.settings import Settings
-from crossfeed.ops.run.serve import _run_api, api_url, corpus_env, worker_processes
+from crossfeed.ops.run.processes import api_url, corpus_env, run_api, worker_processes
 from crossfeed.streams.reindex import default_collection
 
 log = logging.getLogger(__name__)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="up + sample corpus through Kafka + serve")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=1500,
+        help="images from the clipart set (0 = all; default 1500)",
+    )
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--no-serve", action="store_true", help="stop once the stream is indexed")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(Settings(), limit=args.limit, seed=args.seed, serve=not args.no_serve)
+
 
 EXAMPLE_QUERIES = ("cute cat", "flowers", "a car on the road", "music", "food")
 # Stop waiting for the index when it has not grown for this long after the last post.
@@ -179,7 +198,7 @@ def run_demo(settings: Settings, *, limit: int, seed: int, serve: bool = True) -
     expected = expected_rows(corpus.posts)
 
     api_ready = threading.Event()
-    api_thread = threading.Thread(target=_run_api, args=(settings, api_ready), daemon=True)
+    api_thread = threading.Thread(target=run_api, args=(settings, api_ready), daemon=True)
     with worker_processes(1, env=env):
         api_thread.start()
         t0 = time.monotonic()

@@ -17,10 +17,10 @@ from crossfeed.core.schema import VectorRecord
 from crossfeed.core.settings import KafkaSettings, Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.memory import InMemoryIndex
-from crossfeed.streams.app import build_pipeline
 from crossfeed.streams.exceptions import ReindexError
 from crossfeed.streams.index import IndexStage
 from crossfeed.streams.metrics import WorkerMetrics
+from crossfeed.streams.pipeline import build_pipeline
 from crossfeed.streams.reindex import (
     RoutingPublisher,
     default_collection,

@@ -186,7 +186,7 @@ async def test_embed_stage_adds_suggestions_to_untagged_media_only(
 
 
 def test_settings_switch_the_step_on_in_the_pipeline() -> None:
-    from crossfeed.streams.app import build_pipeline
+    from crossfeed.streams.pipeline import build_pipeline
 
     settings = Settings()
     settings.stream = StreamSettings(CROSSFEED_SUGGEST_TAGS=True, CROSSFEED_SUGGEST_TOP_K=3)
