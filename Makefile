@@ -25,6 +25,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # The repository root is the package `crossfeed`; mypy sees it through a link named so.
 typecheck: $(STAMP)

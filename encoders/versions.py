@@ -35,7 +35,7 @@ from crossfeed.encoders.heads import (
     ProjectionHead,
     validate_version,
 )
-from crossfeed.encoders.vocab import load_vocab_for_version
+from crossfeed.encoders.vocab import TAGS_FILE, TagVocab
 
 log = logging.getLogger(__name__)
 
@@ -272,3 +272,19 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def save_vocab_for_version(models_dir: Path, version: str, vocab: TagVocab) -> Path:
+    """Store ``vocab`` as ``tags.json`` inside an existing head version's directory."""
+    directory = Path(models_dir) / validate_version(version)
+    if not directory.is_dir():
+        raise HeadVersionError(f"head version {version!r} not found in {models_dir}")
+    return vocab.save(directory / TAGS_FILE)
+
+
+def load_vocab_for_version(models_dir: Path, version: str) -> TagVocab | None:
+    """The vocabulary saved with a head version, or None when it has none."""
+    path = Path(models_dir) / validate_version(version) / TAGS_FILE
+    if not path.is_file():
+        return None
+    return TagVocab.load(path)

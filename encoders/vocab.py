@@ -36,7 +36,6 @@ import numpy as np
 
 from crossfeed.core.text import normalize_hashtag
 from crossfeed.encoders.exceptions import HeadVersionError, TrainingError
-from crossfeed.encoders.heads import validate_version
 
 TAGS_FILE = "tags.json"
 VOCAB_FORMAT = 1
@@ -280,19 +279,3 @@ class TagVocab:
         if not isinstance(data, dict):
             raise HeadVersionError(f"tag vocabulary {path} is not a JSON object")
         return cls.from_json(data)
-
-
-def save_vocab_for_version(models_dir: Path, version: str, vocab: TagVocab) -> Path:
-    """Store ``vocab`` as ``tags.json`` inside an existing head version's directory."""
-    directory = Path(models_dir) / validate_version(version)
-    if not directory.is_dir():
-        raise HeadVersionError(f"head version {version!r} not found in {models_dir}")
-    return vocab.save(directory / TAGS_FILE)
-
-
-def load_vocab_for_version(models_dir: Path, version: str) -> TagVocab | None:
-    """The vocabulary saved with a head version, or None when it has none."""
-    path = Path(models_dir) / validate_version(version) / TAGS_FILE
-    if not path.is_file():
-        return None
-    return TagVocab.load(path)

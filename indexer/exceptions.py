@@ -38,3 +38,11 @@ class InvalidRowError(VectorIndexError, InvalidInputError):
 
 class InvalidFilterError(VectorIndexError, InvalidInputError):
     """A search filter value failed validation."""
+
+
+class InvalidCollectionNameError(VectorIndexError, InvalidInputError):
+    """Not a valid Milvus collection name."""
+
+
+class CollectionRefusedError(VectorIndexError):
+    """A collection operation refused: not one of this deployment's, or the one serving."""

@@ -24,6 +24,7 @@ from pymilvus import DataType, MilvusClient, MilvusException
 
 from crossfeed.core.settings import MilvusSettings
 from crossfeed.indexer.base import Hit, IndexRow, SearchFilter, VectorIndex
+from crossfeed.indexer.client import milvus_client
 from crossfeed.indexer.exceptions import (
     IndexNotReadyError,
     IndexOperationError,
@@ -131,13 +132,10 @@ class MilvusIndex(VectorIndex):
     # ------------------------------------------------------------------ connection
 
     def _connect(self) -> MilvusClient:
-        token = self._settings.token.get_secret_value() if self._settings.token else ""
         try:
-            return MilvusClient(
-                uri=self._settings.uri, token=token, timeout=self._timeout, dedicated=True
-            )
-        except Exception as exc:
-            raise self._translate(exc, "connect") from exc
+            return milvus_client(self._settings, timeout_s=self._timeout)
+        except IndexUnavailableError as exc:  # retriable or not, as the cause says
+            raise self._translate(exc.__cause__ or exc, "connect") from exc
 
     def _drop_client(self) -> None:
         with self._lock:

@@ -23,9 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import hashlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -51,56 +49,15 @@ if TYPE_CHECKING:
     from crossfeed.encoders.base import Embedder
     from crossfeed.indexer.base import VectorIndex
     from crossfeed.streams.index import EpochBumper
+from crossfeed.indexer.collections import check_collection_name, default_collection, slug
+from crossfeed.indexer.exceptions import InvalidCollectionNameError
 
 log = logging.getLogger(__name__)
-
-MAX_COLLECTION_CHARS = 255
-_HASH_CHARS = 8
-_COLLECTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-
-
-# --------------------------------------------------------------------------- names
-
-
-def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:_HASH_CHARS]
-
-
-def slug(version: str, max_chars: int = 100) -> str:
-    """``version`` as a Milvus-safe name part: letters, digits, ``_``; not starting
-    with a digit; at most ``max_chars``. Deterministic; when anything had to change,
-    a hash of the original is appended, so ``a-b``, ``a.b`` and ``a_b`` stay apart."""
-    if max_chars < _HASH_CHARS + 2:
-        raise ValueError(f"max_chars must be >= {_HASH_CHARS + 2}")
-    out = re.sub(r"[^A-Za-z0-9_]", "_", version)
-    if not out or out[0].isdigit():
-        out = "v" + out
-    if out == version and len(out) <= max_chars:
-        return out
-    return f"{out[: max_chars - _HASH_CHARS - 1]}_{_short_hash(version)}"
-
-
-def default_collection(base: str, version: str) -> str:
-    """``<base>__<slug(version)>``, cut (with a hash) to Milvus' 255 characters."""
-    name = f"{base}__{slug(version)}"
-    if len(name) > MAX_COLLECTION_CHARS:
-        keep = MAX_COLLECTION_CHARS - _HASH_CHARS - 1
-        name = f"{name[:keep]}_{_short_hash(name)}"
-    return check_collection_name(name)
 
 
 def default_group(app_id: str, version: str) -> str:
     """The consumer group of a reindex run: resuming a ``--follow`` run reuses it."""
     return f"{app_id}-reindex-{slug(version)}"
-
-
-def check_collection_name(name: str) -> str:
-    if not _COLLECTION_RE.match(name):
-        raise ReindexError(
-            f"invalid Milvus collection name {name!r}: use letters, digits and '_', "
-            f"starting with a letter or '_', at most {MAX_COLLECTION_CHARS} characters"
-        )
-    return name
 
 
 # --------------------------------------------------------------------------- publishers
@@ -190,9 +147,12 @@ def run_reindex(
     if size < 1:
         raise ReindexError("batch size must be >= 1")
     embedder, version = _resolve_embedder(settings, model_version, embedder)
-    target = check_collection_name(
-        collection or default_collection(settings.milvus.collection, version)
-    )
+    try:
+        target = check_collection_name(
+            collection or default_collection(settings.milvus.collection, version)
+        )
+    except InvalidCollectionNameError as exc:
+        raise ReindexError(str(exc)) from exc
     if epoch is None and target != settings.milvus.collection:
         epoch = _NoEpoch()
     if target == settings.milvus.collection:

@@ -34,8 +34,7 @@ def save_winner(
 ) -> str:
     """Save the winning space (its first seed) as a new head version; returns the id."""
     from crossfeed.encoders.heads import HeadSpec, ProjectionHead
-    from crossfeed.encoders.versions import new_version_id, save_heads
-    from crossfeed.encoders.vocab import save_vocab_for_version
+    from crossfeed.encoders.versions import new_version_id, save_heads, save_vocab_for_version
     from crossfeed.train.train_cmd import TrainedSpace, save_trained
 
     towers = {"text": embedder.text_tower.model_id, "image": embedder.image_tower.model_id}

@@ -225,8 +225,7 @@ def save_trained(
 ) -> str:
     """Write a new head version with its tag vocabulary; returns the version id."""
     from crossfeed.encoders.heads import ProjectionHead
-    from crossfeed.encoders.versions import new_version_id, save_heads
-    from crossfeed.encoders.vocab import save_vocab_for_version
+    from crossfeed.encoders.versions import new_version_id, save_heads, save_vocab_for_version
 
     heads = {k: v for k, v in trained.heads.items() if isinstance(v, ProjectionHead)}
     vocab_hash = hashlib.sha256("\n".join(vocab.tags).encode()).hexdigest()[:16]

@@ -126,7 +126,8 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _emit(report: Any, args: argparse.Namespace, out: Path) -> int:
-    from crossfeed.ops.bench.report import environment, render_markdown, write_report
+    from crossfeed.ops.bench.output import render_markdown, write_report
+    from crossfeed.ops.bench.report import environment
 
     if not report.environment:
         report.environment = environment()

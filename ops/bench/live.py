@@ -141,15 +141,12 @@ class RowProbe:
     """
 
     def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
-        from pymilvus import MilvusClient
+        from crossfeed.indexer.client import milvus_client
 
-        token = settings.milvus.token.get_secret_value() if settings.milvus.token else ""
         self.collection = settings.milvus.collection
         self._timeout = timeout_s
         self._loaded = False
-        self._client = MilvusClient(
-            uri=settings.milvus.uri, token=token, timeout=timeout_s, dedicated=True
-        )
+        self._client = milvus_client(settings.milvus, timeout_s=timeout_s)
 
     def exists(self) -> bool:
         return bool(self._client.has_collection(self.collection, timeout=self._timeout))

@@ -1,7 +1,7 @@
 """Statistics and report files shared by the ``crossfeed bench`` commands.
 
 Every bench produces a :class:`BenchReport`: a JSON-ready ``results`` dict plus
-markdown tables. :func:`write_report` writes ``<out>/<name>.json`` and
+markdown tables. :func:`crossfeed.ops.bench.output.write_report` writes ``<out>/<name>.json`` and
 ``<out>/<name>.md`` (and the PNG, drawn by :mod:`crossfeed.ops.bench.plot`).
 
 Numbers are reported the way one run can support them: distributions as
@@ -13,7 +13,6 @@ the ratios say something about the design on both.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -22,7 +21,6 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -34,9 +32,7 @@ __all__ = [
     "percentile",
     "rate",
     "ratio",
-    "render_markdown",
     "summarize",
-    "write_report",
 ]
 
 REPORT_VERSION = 1
@@ -195,64 +191,6 @@ def environment(**extra: Any) -> dict[str, Any]:
         "load_avg_1_5_15": load,
         **extra,
     }
-
-
-def render_markdown(report: BenchReport, png_name: str | None = None) -> str:
-    env = report.environment
-    lines = [f"# {report.title}", ""]
-    if env:
-        bits = [f"{k}: {fmt(v) if not isinstance(v, list) else v}" for k, v in env.items()]
-        lines += ["Environment: " + "; ".join(bits), ""]
-    if report.parameters:
-        params = ", ".join(f"{k}={v}" for k, v in report.parameters.items())
-        lines += [f"Parameters: {params}", ""]
-    for table in report.tables:
-        lines += [table.markdown(), ""]
-    if png_name:
-        lines += [f"![{report.name}]({png_name})", ""]
-    if report.notes:
-        lines += ["Notes:", ""]
-        lines += [f"- {note}" for note in report.notes]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _safe_name(name: str) -> str:
-    if not name or not all(c.isalnum() or c in "-_" for c in name):
-        raise ValueError(f"invalid report name {name!r}")
-    return name
-
-
-def write_report(report: BenchReport, out_dir: Path, *, png: bool = True) -> dict[str, Path]:
-    """Write ``<name>.json``, ``<name>.png`` (unless ``png`` is False) and ``<name>.md``.
-
-    Files are written whole to a temporary name and renamed, so a reader never sees
-    half a report. Returns the paths written, by kind.
-    """
-    from crossfeed.ops.bench.plot import draw_report
-
-    name = _safe_name(report.name)
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {"json": out / f"{name}.json", "md": out / f"{name}.md"}
-    png_name = None
-    if png:
-        png_path = out / f"{name}.png"
-        if draw_report(report, png_path):
-            paths["png"] = png_path
-            png_name = png_path.name
-    _atomic_write(paths["json"], json.dumps(report.to_json(), indent=2, sort_keys=False) + "\n")
-    _atomic_write(paths["md"], render_markdown(report, png_name))
-    return paths
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

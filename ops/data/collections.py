@@ -13,81 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
 
-from crossfeed.core.settings import MilvusSettings, Settings
-from crossfeed.ops.exceptions import OpsError
-
-# Distinct model versions are read from this many rows (a collection normally holds one).
-_VERSION_SAMPLE = 1000
-
-
-@dataclass(frozen=True)
-class CollectionInfo:
-    name: str
-    dim: int
-    rows: int  # Milvus' row statistics: may lag the latest upserts by a few seconds
-    versions: list[str]  # model versions seen in a sample of rows; [] when not loaded
-    loaded: bool
-    serving: bool  # the collection the current settings point the API and workers at
-
-
-def _client(settings: MilvusSettings) -> Any:
-    from pymilvus import MilvusClient
-
-    token = settings.token.get_secret_value() if settings.token else ""
-    try:
-        return MilvusClient(uri=settings.uri, token=token, timeout=10.0, dedicated=True)
-    except Exception as exc:
-        raise OpsError(f"cannot reach Milvus at {settings.uri}: {exc}", retriable=True) from exc
-
-
-def ours(name: str, base: str) -> bool:
-    """Whether ``name`` is ``base`` or one of its per-version collections."""
-    return name == base or name.startswith(base + "__")
-
-
-def list_collections(settings: MilvusSettings) -> list[CollectionInfo]:
-    client = _client(settings)
-    try:
-        out = []
-        for name in sorted(n for n in client.list_collections() if ours(n, settings.collection)):
-            fields = client.describe_collection(name).get("fields", [])
-            dim = next((int(f["params"]["dim"]) for f in fields if f["name"] == "vector"), 0)
-            rows = int(client.get_collection_stats(name).get("row_count", 0))
-            state = str(client.get_load_state(name).get("state", ""))
-            loaded = state.endswith("Loaded") and "NotLoad" not in state
-            versions: list[str] = []
-            if loaded:
-                sample = client.query(
-                    name,
-                    filter="",
-                    output_fields=["model_version"],
-                    limit=_VERSION_SAMPLE,
-                    consistency_level="Strong",  # an admin view: include the latest upserts
-                )
-                versions = sorted({str(r["model_version"]) for r in sample})
-            serving = name == settings.collection
-            out.append(CollectionInfo(name, dim, rows, versions, loaded, serving))
-        return out
-    finally:
-        client.close()
-
-
-def drop_collection(settings: MilvusSettings, name: str) -> None:
-    """Drop ``name``: one of ours, never the one the settings serve."""
-    if not ours(name, settings.collection):
-        raise OpsError(f"{name!r} is not a collection of {settings.collection!r}; not dropping it")
-    if name == settings.collection:
-        raise OpsError(f"{name!r} is the collection the current settings serve; not dropping it")
-    client = _client(settings)
-    try:
-        if not client.has_collection(name):
-            raise OpsError(f"no collection {name!r}")
-        client.drop_collection(name)
-    finally:
-        client.close()
+from crossfeed.core.settings import Settings
+from crossfeed.indexer.collections import (
+    drop_collection,
+    list_collections,
+)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -90,10 +90,9 @@ def _probe_kafka(settings: Settings) -> None:
 
 
 def _probe_milvus(settings: Settings) -> None:
-    from pymilvus import MilvusClient
+    from crossfeed.indexer.client import milvus_client
 
-    token = settings.milvus.token.get_secret_value() if settings.milvus.token else ""
-    client = MilvusClient(uri=settings.milvus.uri, token=token, timeout=PROBE_TIMEOUT_S)
+    client = milvus_client(settings.milvus, timeout_s=PROBE_TIMEOUT_S, dedicated=False)
     try:
         client.list_collections()
     finally:

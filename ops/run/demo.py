@@ -18,8 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from crossfeed.core.schema import Post
 from crossfeed.core.settings import Settings
+from crossfeed.indexer.collections import default_collection
 from crossfeed.ops.run.processes import api_url, corpus_env, run_api, worker_processes
-from crossfeed.streams.reindex import default_collection
 
 log = logging.getLogger(__name__)
 

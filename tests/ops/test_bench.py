@@ -22,18 +22,9 @@ from crossfeed.ops.bench.corpus import expected_rows
 from crossfeed.ops.bench.engines import MILVUS_PORT_RANGE, engine_settings, pick_milvus_port
 from crossfeed.ops.bench.ingest import FreshnessTracker, split_phases
 from crossfeed.ops.bench.live import BenchNames, bench_settings, worker_env
+from crossfeed.ops.bench.output import render_markdown, write_report
 from crossfeed.ops.bench.query import text_queries
-from crossfeed.ops.bench.report import (
-    BenchReport,
-    Table,
-    fmt,
-    percentile,
-    rate,
-    ratio,
-    render_markdown,
-    summarize,
-    write_report,
-)
+from crossfeed.ops.bench.report import BenchReport, Table, fmt, percentile, rate, ratio, summarize
 from crossfeed.ops.bench.summary import combine, headline
 from crossfeed.ops.exceptions import BenchError
 

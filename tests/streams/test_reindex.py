@@ -16,18 +16,13 @@ import pytest
 from crossfeed.core.schema import VectorRecord
 from crossfeed.core.settings import KafkaSettings, Settings
 from crossfeed.encoders.testing import HashingEmbedder
+from crossfeed.indexer.collections import default_collection, slug
 from crossfeed.indexer.memory import InMemoryIndex
 from crossfeed.streams.exceptions import ReindexError
 from crossfeed.streams.index import IndexStage
 from crossfeed.streams.metrics import WorkerMetrics
 from crossfeed.streams.pipeline import build_pipeline
-from crossfeed.streams.reindex import (
-    RoutingPublisher,
-    default_collection,
-    default_group,
-    run_reindex,
-    slug,
-)
+from crossfeed.streams.reindex import RoutingPublisher, default_group, run_reindex
 from crossfeed.streams.reindex_kafka import CatchUpPoller
 from crossfeed.streams.testing import RecordingPublisher
 

@@ -23,10 +23,11 @@ from crossfeed.core.schema import CleanPost, DeadLetter, Post
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.base import SearchFilter
+from crossfeed.indexer.collections import default_collection
 from crossfeed.indexer.milvus import MilvusIndex
 from crossfeed.ops.data.produce import ensure_topics, produce
 from crossfeed.streams.exceptions import ReindexError
-from crossfeed.streams.reindex import default_collection, default_group, run_reindex
+from crossfeed.streams.reindex import default_group, run_reindex
 
 pytestmark = pytest.mark.integration
 

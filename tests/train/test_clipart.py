@@ -17,8 +17,8 @@ from crossfeed.encoders.base import l2_normalize
 from crossfeed.encoders.exceptions import TrainingError
 from crossfeed.encoders.media import decode_image, decode_video
 from crossfeed.encoders.model import SharedSpaceEmbedder
-from crossfeed.encoders.versions import load_heads
-from crossfeed.encoders.vocab import TagVocab, TagVocabConfig, load_vocab_for_version
+from crossfeed.encoders.versions import load_heads, load_vocab_for_version
+from crossfeed.encoders.vocab import TagVocab, TagVocabConfig
 from crossfeed.exceptions import InvalidInputError
 from crossfeed.train.clipart_report import MIN_SCORE_GRID
 from crossfeed.train.train_cmd import (

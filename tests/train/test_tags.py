@@ -9,13 +9,8 @@ import pytest
 
 from crossfeed.core.schema import Post
 from crossfeed.encoders.exceptions import HeadVersionError, TrainingError
-from crossfeed.encoders.vocab import (
-    TagVocab,
-    TagVocabConfig,
-    clean_tag,
-    load_vocab_for_version,
-    save_vocab_for_version,
-)
+from crossfeed.encoders.versions import load_vocab_for_version, save_vocab_for_version
+from crossfeed.encoders.vocab import TagVocab, TagVocabConfig, clean_tag
 from crossfeed.train.tags import post_tags, post_text
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from crossfeed.core.settings import MilvusSettings
 from crossfeed.indexer.base import IndexRow
+from crossfeed.indexer.collections import drop_collection, ours
 from crossfeed.indexer.milvus import MilvusIndex
 from crossfeed.ops.cli import main
-from crossfeed.ops.data.collections import drop_collection, ours
 from crossfeed.ops.exceptions import OpsError
 
 pytestmark = pytest.mark.integration
