@@ -133,10 +133,16 @@ async def run_search(ctx: SearchContext, query: Query) -> SearchResponse:
     epoch = await ctx.cache.epoch()
     key: str | None = None
     if epoch is not None:
+        # An image is hashed off the event loop: an upload may be up to 10 MiB.
+        identity = (
+            await anyio.to_thread.run_sync(query.identity)
+            if query.kind == "image"
+            else query.identity()
+        )
         key = cache_key(
             ctx.cache.prefix,
             kind=query.kind,
-            query=query.identity(),
+            query=identity,
             filters=query.filters.canonical(),
             top_k=query.top_k,
             epoch=epoch,

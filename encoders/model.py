@@ -86,6 +86,7 @@ class SharedSpaceEmbedder(Embedder):
         self.batch_size = batch_size
         self._lock = threading.RLock()
         self._device: str | None = None
+        self._runtime_ready = False
         self._text: TextTower | None = None
         self._image: ImageTower | None = None
         self._heads: HeadSet | None = None
@@ -96,13 +97,22 @@ class SharedSpaceEmbedder(Embedder):
 
     @property
     def device(self) -> str:
+        """Where the towers and heads run (resolved once; reading it changes nothing)."""
         if self._device is None:
             with self._lock:
                 if self._device is None:
                     self._device = resolve_device(self.settings.device)
-                    if self._device == "cpu":
-                        apply_cpu_threads(self.settings.cpu_threads)
         return self._device
+
+    def _prepare_runtime(self) -> str:
+        """The device, and on CPU torch's thread count set once, before the first tower
+        loads: the towers are what run torch's thread pools (called under the lock)."""
+        device = self.device
+        if not self._runtime_ready:
+            if device == "cpu":
+                apply_cpu_threads(self.settings.cpu_threads)
+            self._runtime_ready = True
+        return device
 
     @property
     def text_tower(self) -> TextTower:
@@ -112,7 +122,7 @@ class SharedSpaceEmbedder(Embedder):
                     from crossfeed.encoders.text import TextTower
 
                     started = time.perf_counter()
-                    self._text = TextTower.load(self.settings.text_model, self.device)
+                    self._text = TextTower.load(self.settings.text_model, self._prepare_runtime())
                     self.load_seconds["text"] = time.perf_counter() - started
         return self._text
 
@@ -124,7 +134,9 @@ class SharedSpaceEmbedder(Embedder):
                     from crossfeed.encoders.image import ImageTower
 
                     started = time.perf_counter()
-                    self._image = ImageTower.load(self.settings.image_model, self.device)
+                    self._image = ImageTower.load(
+                        self.settings.image_model, self._prepare_runtime()
+                    )
                     self.load_seconds["image"] = time.perf_counter() - started
         return self._image
 

@@ -115,8 +115,11 @@ class IndexStage:
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="crossfeed-index")
 
     def close(self) -> None:
-        if self._index is not None:
+        """Close the index if this stage opened it (from a factory); an index passed in
+        belongs to whoever passed it, who closes it."""
+        if self._index_factory is not None and self._index is not None:
             self._index.close()
+            self._index = None
         if self._own_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
 

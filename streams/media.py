@@ -23,6 +23,7 @@ import ipaddress
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -101,6 +102,8 @@ class MediaFetcher:
         self._sleep = sleep
         self._roots = tuple(p.resolve() for p in policy.media_roots)
         self._client: Any = None
+        # The embed stage fetches from several threads: one client, made once.
+        self._client_lock = threading.Lock()
 
     # ------------------------------------------------------------------ entry point
 
@@ -115,9 +118,10 @@ class MediaFetcher:
         raise MediaError("media has no source")
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     # ------------------------------------------------------------------ inline
 
@@ -217,16 +221,18 @@ class MediaFetcher:
             )
 
     def _http(self) -> Any:
-        if self._client is None:
-            import httpx
+        """The shared httpx client (thread-safe; httpx.Client itself is)."""
+        with self._client_lock:
+            if self._client is None:
+                import httpx
 
-            self._client = httpx.Client(
-                timeout=self.policy.fetch_timeout_s,
-                follow_redirects=False,
-                transport=self._transport,
-                headers={"User-Agent": "crossfeed-media-fetcher"},
-            )
-        return self._client
+                self._client = httpx.Client(
+                    timeout=self.policy.fetch_timeout_s,
+                    follow_redirects=False,
+                    transport=self._transport,
+                    headers={"User-Agent": "crossfeed-media-fetcher"},
+                )
+            return self._client
 
     def _fetch_url_with_retries(self, url: str) -> bytes:
         delay = 0.5

@@ -170,6 +170,7 @@ def run_reindex(
             from crossfeed.indexer.milvus import MilvusIndex
 
             index = MilvusIndex(run_settings.milvus)
+            cleanup.callback(index.close)  # ours: opened here, closed here
         _prepare_index(index, embedder.dim, target, settings.milvus.uri)
         dead = KafkaPublisher(lambda: open_producer(settings))
         cleanup.callback(dead.close)
@@ -242,7 +243,6 @@ def _prepare_index(index: VectorIndex, dim: int, collection: str, uri: str) -> N
     try:
         index.ensure_ready(dim)
     except VectorIndexError as exc:
-        index.close()
         raise ReindexError(
             f"cannot prepare collection {collection} ({dim} dims) in Milvus at {uri}: {exc}",
             retriable=exc.retriable,

@@ -3,6 +3,7 @@ the poll loop that decides when a run has caught up (see :mod:`crossfeed.streams
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -29,17 +30,23 @@ class KafkaPublisher:
         self._producer: KafkaProducer | None = None
         self._timeout_s = timeout_s
         self._failures: list[BaseException] = []
+        self._lock = threading.Lock()
         self.sent = 0
 
     async def publish(self, topic: str, key: str | None, value: bytes) -> None:
+        """Hand one message to the producer, off the event loop: making the producer and
+        ``send`` (which waits for metadata, up to ``max_block_ms``) both block."""
+        await asyncio.to_thread(self._send, topic, key, value)
+
+    def _send(self, topic: str, key: str | None, value: bytes) -> None:
         from kafka.errors import KafkaError
 
         try:
-            if self._producer is None:
-                self._producer = self._factory()
-            future = self._producer.send(
-                topic, key=key.encode("utf-8") if key else None, value=value
-            )
+            with self._lock:
+                if self._producer is None:
+                    self._producer = self._factory()
+                producer = self._producer
+            future = producer.send(topic, key=key.encode("utf-8") if key else None, value=value)
         except KafkaError as exc:
             raise ReindexError(f"cannot publish to {topic}: {exc}", retriable=True) from exc
         future.add_errback(self._failures.append)

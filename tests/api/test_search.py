@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -299,3 +300,26 @@ def test_upload_with_non_integer_top_k_is_422(
         "/v1/search", files={"file": ("x.png", make_png((1, 2, 3)))}, data={"top_k": "many"}
     )
     assert r.status_code == 422
+
+
+def test_an_uploaded_image_is_hashed_off_the_event_loop(
+    client: TestClient, make_png: Callable[..., bytes], monkeypatch: Any
+) -> None:
+    """Hashing an upload of up to 10 MiB on the event loop would stall every request."""
+    import asyncio
+    import hashlib
+
+    import crossfeed.api.search as search_mod
+
+    on_loop: list[bool] = []
+
+    class RecordingHashlib:
+        @staticmethod
+        def sha256(data: bytes = b"") -> Any:
+            on_loop.append(asyncio._get_running_loop() is not None)
+            return hashlib.sha256(data)
+
+    monkeypatch.setattr(search_mod, "hashlib", RecordingHashlib)
+    files = {"file": ("r.png", make_png((210, 30, 25)), "image/png")}
+    assert client.post("/v1/search", files=files).status_code == 200
+    assert on_loop and not any(on_loop)

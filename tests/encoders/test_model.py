@@ -186,3 +186,24 @@ def test_custom_image_checkpoint_loads(tmp_path: Path, embedder: SharedSpaceEmbe
     )
     assert parse_image_model(f"efficientnet-lite2:{ckpt}") == ("efficientnet-lite2", ckpt)
     assert parse_image_model("/m/efficientnet-b3-ft.pth")[0] == "efficientnet-b3"
+
+
+def test_reading_the_device_leaves_torch_threads_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread count is set once, when a tower loads, not as a side effect of `.device`."""
+    import torch
+
+    from crossfeed.encoders import text as text_mod
+
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(text_mod.TextTower, "load", classmethod(lambda cls, name, dev: dev))
+    monkeypatch.setenv("CROSSFEED_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("CROSSFEED_DEVICE", "cpu")
+    monkeypatch.setenv("CROSSFEED_CPU_THREADS", "1")
+    emb = load_embedder(Settings())
+    assert emb.device == "cpu" and emb.info()["device"] == "cpu"
+    assert calls == []
+    assert emb.text_tower == "cpu"  # type: ignore[comparison-overlap]
+    assert calls == [1]

@@ -209,3 +209,32 @@ def test_decode_helpers(png, mp4) -> None:  # type: ignore[no-untyped-def]
         decode_image_bytes(png()[:40], LIMITS)
     with pytest.raises(MediaDecodeError):
         decode_video_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64, LIMITS)
+
+
+def test_threads_share_one_http_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embed stage fetches from several threads: they must make one client, not four."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    made: list[object] = []
+
+    class SlowClient:
+        def __init__(self, **kw: object) -> None:
+            time.sleep(0.05)  # widen the window in which an unlocked check races
+            made.append(self)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(httpx, "Client", SlowClient)
+    fetcher = _fetcher([])
+    start = threading.Barrier(4)
+
+    def get() -> object:
+        start.wait()
+        return fetcher._http()
+
+    with ThreadPoolExecutor(4) as pool:
+        clients = list(pool.map(lambda _: get(), range(4)))
+    assert len(made) == 1 and all(c is made[0] for c in clients)

@@ -311,3 +311,33 @@ def test_run_reports_a_missing_head_version(tmp_path: Any) -> None:
     settings.encoder = settings.encoder.model_copy(update={"models_dir": tmp_path})
     with pytest.raises(ReindexError, match=r"'missing-v9' not found.*versions in .*: none"):
         run_reindex(settings, "missing-v9")
+
+
+async def test_dead_letters_are_sent_off_the_event_loop() -> None:
+    """kafka-python's send blocks (metadata waits up to max_block_ms): never on the loop."""
+    import asyncio
+
+    from crossfeed.streams.reindex_kafka import KafkaPublisher
+
+    on_loop: list[bool] = []
+
+    class Future:
+        def add_errback(self, fn: Any) -> Future:
+            return self
+
+    class Producer:
+        def send(self, topic: str, key: bytes | None, value: bytes) -> Future:
+            on_loop.append(asyncio._get_running_loop() is not None)
+            return Future()
+
+    made: list[Producer] = []
+
+    def factory() -> Any:
+        on_loop.append(asyncio._get_running_loop() is not None)
+        made.append(Producer())
+        return made[-1]
+
+    publisher = KafkaPublisher(factory)
+    await asyncio.gather(*(publisher.publish("dl", f"k{i}", b"v") for i in range(5)))
+    assert publisher.sent == 5 and len(made) == 1
+    assert on_loop and not any(on_loop)
