@@ -15,7 +15,11 @@ evidence are combined:
 
 ``score = (1 - mix) * vote + mix * posterior``. Everything here is pure logic
 over hits, so the API route, the stream's suggest step and the evaluation share
-one implementation: :func:`suggest_tags_for_media` is the serving recipe.
+one implementation: :func:`serving_suggestions` is the serving recipe (from
+neighbours and posterior to scored tags), :func:`suggest_tags_for_media` feeds
+it from an index, and :func:`emitted_tags` is the stream step's ``min_score``
+cut. The evaluation calls the first and the last with its own neighbours, so
+it measures what is served.
 """
 
 from __future__ import annotations
@@ -139,6 +143,20 @@ def vote_tags(
     return scored[:top_k]
 
 
+def _neighbours_of_vector(
+    index: VectorIndex,
+    vector: Sequence[float],
+    *,
+    model_version: str | None,
+    limit: int,
+    exclude_post_ids: Sequence[str],
+) -> list[Neighbour]:
+    """The ``limit`` nearest posts of ``model_version`` in ``index`` (one blocking search)."""
+    flt = SearchFilter(model_version=model_version, exclude_post_ids=tuple(exclude_post_ids))
+    hits = index.search(vector, limit * _ROWS_PER_NEIGHBOUR, flt)
+    return neighbours_from_hits(hits, limit)
+
+
 def suggest_tags_for_vector(
     index: VectorIndex,
     vector: Sequence[float],
@@ -158,9 +176,13 @@ def suggest_tags_for_vector(
     a caller can show its evidence. Blocking (one index search).
     """
     cfg = config or VoteConfig()
-    flt = SearchFilter(model_version=model_version, exclude_post_ids=tuple(exclude_post_ids))
-    hits = index.search(vector, cfg.neighbours * _ROWS_PER_NEIGHBOUR, flt)
-    neighbours = neighbours_from_hits(hits, cfg.neighbours)
+    neighbours = _neighbours_of_vector(
+        index,
+        vector,
+        model_version=model_version,
+        limit=cfg.neighbours,
+        exclude_post_ids=exclude_post_ids,
+    )
     suggestions = vote_tags(
         neighbours,
         config=cfg,
@@ -170,6 +192,35 @@ def suggest_tags_for_vector(
         top_k=top_k,
     )
     return suggestions, neighbours
+
+
+def serving_suggestions(
+    neighbours: Sequence[Neighbour],
+    posterior: Mapping[str, float] | None = None,
+    *,
+    limit: int = 20,
+    top_k: int = 5,
+) -> list[TagSuggestion]:
+    """The serving recipe: scored tags for one media item from its neighbours (best first).
+
+    ``neighbours`` are the item's nearest posts, best first (only the first
+    ``limit``, in 1..:data:`MAX_NEIGHBOURS`, vote); ``posterior`` is the head's
+    ``p(tag | media)`` when the serving head is a tag space, else None or
+    empty. Without a posterior: neighbour votes alone, any tag. With one: a
+    :data:`POSTERIOR_MIX` mix of votes and posterior (read at call time), and
+    only the posterior's vocabulary is suggested, so one neighbour's typo never
+    wins. At most ``top_k`` suggestions, every score in (0, 1]. Pure; the API,
+    the stream step (through :func:`suggest_tags_for_media`) and the
+    evaluation all call it.
+    """
+    config = VoteConfig(neighbours=limit, posterior_mix=POSTERIOR_MIX if posterior else 0.0)
+    return vote_tags(
+        neighbours,
+        config=config,
+        posterior=posterior,
+        allowed=frozenset(posterior) if posterior else None,
+        top_k=top_k,
+    )
 
 
 def suggest_tags_for_media(
@@ -182,23 +233,31 @@ def suggest_tags_for_media(
     exclude_post_ids: Sequence[str] = (),
     top_k: int = 5,
 ) -> tuple[list[TagSuggestion], list[Neighbour]]:
-    """The serving recipe for one media vector (used by the API and the stream step).
+    """The serving recipe for one media vector, fed from ``index`` (used by the API and stream).
 
-    Neighbour votes alone, or an even mix with the head's posterior
-    (:data:`POSTERIOR_MIX`) when the head is a tag space; then only the head's
-    vocabulary is suggested, so one neighbour's typo never wins.
+    Searches the ``neighbours`` nearest posts of ``model_version`` (never
+    those of ``exclude_post_ids``) and scores them with
+    :func:`serving_suggestions`. Returns the suggestions and the neighbours
+    that voted. Blocking (one index search).
     """
-    config = VoteConfig(neighbours=neighbours, posterior_mix=POSTERIOR_MIX if posterior else 0.0)
-    return suggest_tags_for_vector(
+    VoteConfig(neighbours=neighbours)  # a bad count fails before the search, not after
+    found = _neighbours_of_vector(
         index,
         vector,
         model_version=model_version,
-        config=config,
-        posterior=posterior,
-        allowed=frozenset(posterior) if posterior else None,
+        limit=neighbours,
         exclude_post_ids=exclude_post_ids,
-        top_k=top_k,
     )
+    return serving_suggestions(found, posterior, limit=neighbours, top_k=top_k), found
+
+
+def emitted_tags(suggestions: Iterable[TagSuggestion], min_score: float) -> list[str]:
+    """The tags the stream step emits: those scored at least ``min_score``, in the given order.
+
+    The stream's translation step (``StreamSettings.suggest_min_score``) and
+    the evaluation that chooses that threshold both cut with this.
+    """
+    return [s.tag for s in suggestions if s.score >= min_score]
 
 
 def precision_at_k(

@@ -130,13 +130,29 @@ def create_app(
                 yield outcome
 
     def batched_agent(stage_name: str, topic_name: str, stage: Any) -> None:
-        """An agent that hands micro-batches to ``stage`` and acks only after it returned."""
+        """An agent that hands micro-batches to ``stage`` and acks only after it returned.
+
+        An exception out of the stage (a configuration error such as a model that cannot
+        be loaded) crashes the app, which stops the worker with a non-zero status: left
+        to faust, the agent would be restarted and fail again while the unacknowledged
+        batch holds back every later commit. The batch is replayed after a restart.
+        """
 
         @app.agent(topics[topic_name], name=AGENT_NAMES[stage_name])
         async def run(stream: faust.StreamT) -> Any:
             events = _manual_acks(stream)
             async for batch in events.noack_take(batch_size, within=batch_wait):
-                report = await stage.handle_batch([e.value for e in batch])
+                try:
+                    report = await stage.handle_batch([e.value for e in batch])
+                except Exception as exc:
+                    log.critical(
+                        "%s stage failed, stopping the worker (batch not acknowledged): %s: %s",
+                        stage_name,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    await app.crash(exc)
+                    raise
                 for event in batch:
                     await events.ack(event)
                 log.debug("%s batch: %s", stage_name, report)

@@ -13,6 +13,13 @@ the event loop keeps heart-beating to the broker however long a batch takes. A
 post whose media cannot be fetched or decoded is dead-lettered (stage
 "decode") before embedding; if embedding the whole batch fails, each post is
 retried alone so only the offending one is dead-lettered (stage "embed").
+
+Errors that no post caused never become dead letters: a retriable one (an
+engine or device briefly unavailable) is retried with back-off until the call
+succeeds, and a configuration error (a model that cannot be loaded, a missing
+head version: any crossfeed error that is neither retriable nor about the
+input) propagates out of :meth:`EmbedStage.handle_batch`, so the worker stops
+and the batch is neither acknowledged nor committed.
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ from crossfeed.core.settings import KafkaSettings
 from crossfeed.core.text import embedding_text
 from crossfeed.encoders.base import Embedder
 from crossfeed.encoders.moments import Moment, segment_moments
-from crossfeed.streams.delivery import DeadLetters, Publisher
+from crossfeed.exceptions import CrossfeedError, InvalidInputError
+from crossfeed.streams.delivery import DeadLetters, Publisher, retry_forever
 from crossfeed.streams.exceptions import MediaError
 from crossfeed.streams.media import (
     DecodeLimits,
@@ -113,15 +121,31 @@ class EmbedStage:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def embedder(self) -> Embedder:
-        """The embedder, loaded on first use (model loading is slow and blocking)."""
+        """The embedder, loaded on first use (model loading is slow and blocking).
+
+        A retriable loader error is retried with back-off; any other one propagates.
+        """
         if self._embedder is None:
-            assert self._embedder_factory is not None
-            self._embedder = await self._run(self._embedder_factory)
+            factory = self._embedder_factory
+            assert factory is not None
+            loaded: Embedder = await retry_forever(
+                lambda: self._run(factory), what="loading the embedder"
+            )
+            self._embedder = loaded
+            return loaded
         return self._embedder
 
     # ------------------------------------------------------------------ batch
 
     async def handle_batch(self, values: Sequence[bytes | None]) -> EmbedReport:
+        """Embed one micro-batch and publish its vector records and dead letters.
+
+        Returns once everything was handed to the publisher. Raises when the embedder
+        cannot be loaded or run for a reason no post caused (see :func:`_stops_stage`);
+        the caller must then neither acknowledge nor commit the batch. No post is
+        dead-lettered for such an error, and no vector is published; posts already
+        dead-lettered for their own faults (parse, decode) are sent again on replay.
+        """
         report = EmbedReport(posts=len(values))
         self._metrics.posts_in.labels(stage="embed").inc(len(values))
         posts: list[tuple[CleanPost, bytes]] = []
@@ -189,9 +213,21 @@ class EmbedStage:
     async def _embed(
         self, embedder: Embedder, prepared: list[PreparedPost], report: EmbedReport
     ) -> list[VectorRecord]:
+        """The vector records of ``prepared``.
+
+        Retriable errors are retried until the call succeeds; an error that stops the
+        stage (:func:`_stops_stage`) propagates. Any other failure is blamed on the
+        posts: a batch is retried post by post, and a post that fails alone is
+        dead-lettered (stage "embed", counted in ``report``).
+        """
         try:
-            return await self._run(self._embed_posts, embedder, prepared)
+            return await retry_forever(
+                lambda: self._run(self._embed_posts, embedder, prepared),
+                what=f"embedding {len(prepared)} post(s)",
+            )
         except Exception as exc:
+            if _stops_stage(exc):
+                raise
             if len(prepared) == 1:
                 post = prepared[0]
                 await self._dead.send(
@@ -311,6 +347,21 @@ class EmbedStage:
             lang=post.lang,
             media_ref=ref,
         )
+
+
+def _stops_stage(exc: BaseException) -> bool:
+    """Whether ``exc`` is no post's fault and no retry will cure it, so the stage must
+    stop rather than dead-letter posts: a crossfeed error that is neither retriable nor
+    about the input, such as :class:`~crossfeed.encoders.exceptions.ModelLoadError` or
+    :class:`~crossfeed.encoders.exceptions.HeadVersionError` (configuration errors).
+
+    Other exceptions (a bug, a tower choking on one image) stay blamed on the posts.
+    """
+    return (
+        isinstance(exc, CrossfeedError)
+        and not exc.retriable
+        and not isinstance(exc, InvalidInputError)
+    )
 
 
 def _checked(vectors: np.ndarray, rows: int, what: str = "moment") -> np.ndarray:

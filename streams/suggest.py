@@ -4,9 +4,10 @@ When ``CROSSFEED_SUGGEST_TAGS`` is on, every image and video of a post that
 carries no hashtags gets up to ``suggest_top_k`` proposed tags, from its
 nearest already-indexed posts of the same model version (and the head's tag
 posterior when the head is a tag space): the recipe of ``POST
-/v1/suggest-tags``, :func:`crossfeed.retrieval.suggest.suggest_tags_for_media`.
-They travel on the vector record as ``suggested_tags`` and are stored beside,
-never inside, the author's tags.
+/v1/suggest-tags``, :func:`crossfeed.retrieval.suggest.suggest_tags_for_media`,
+cut at ``suggest_min_score`` by :func:`~crossfeed.retrieval.suggest.emitted_tags`
+(the cut the evaluation scores). They travel on the vector record as
+``suggested_tags`` and are stored beside, never inside, the author's tags.
 
 Suggestions are derived data that the API can recompute at any time, so this
 step is best effort: when the index cannot be searched the item is embedded
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from crossfeed.core.schema import CleanPost
 from crossfeed.core.settings import Settings, StreamSettings
 from crossfeed.indexer.base import VectorIndex
-from crossfeed.retrieval.suggest import suggest_tags_for_media
+from crossfeed.retrieval.suggest import emitted_tags, suggest_tags_for_media
 from crossfeed.streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -116,11 +117,14 @@ class TagSuggestStep:
                 "tag suggestions paused for %.0f s: index search failed: %s", cfg.pause_s, exc
             )
             return []
-        tags = [s.tag for s in suggestions if s.score >= cfg.min_score]
+        tags = emitted_tags(suggestions, cfg.min_score)
         if tags:
             self._metrics.tags_suggested.labels(modality=modality).inc()
         return tags
 
     def close(self) -> None:
-        if self._index is not None:
+        """Close the index if this step opened it (from a factory); an index passed in
+        belongs to whoever passed it, who closes it."""
+        if self._factory is not None and self._index is not None:
             self._index.close()
+            self._index = None

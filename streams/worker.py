@@ -54,7 +54,8 @@ def run_worker(
     ``embedder`` defaults to ``crossfeed.encoders.model.load_embedder(settings)``
     (loaded before the worker starts), ``index`` to ``MilvusIndex(settings.milvus)``.
     Must run in the main thread (signal handlers). Raises :class:`WorkerError`
-    when the worker stops because of an error.
+    when the worker stops because of an error, naming the exception that crashed it
+    (e.g. a stage's :class:`~crossfeed.exceptions.ConfigError`) when there is one.
     """
     import faust
 
@@ -104,7 +105,13 @@ def run_worker(
             worker.execute_from_commandline()
         except SystemExit as exc:
             if exc.code not in (0, None):
-                raise WorkerError(f"stream worker stopped with status {exc.code}") from exc
+                # A crashed app (e.g. a stage's configuration error) leaves its reason here.
+                cause = worker.crash_reason
+                if cause is None:
+                    raise WorkerError(f"stream worker stopped with status {exc.code}") from exc
+                raise WorkerError(
+                    f"stream worker stopped: {type(cause).__name__}: {cause}"
+                ) from cause
     finally:
         asyncio.set_event_loop(None)
         if not loop.is_closed():

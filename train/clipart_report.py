@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossfeed.exceptions import InvalidInputError
+from crossfeed.retrieval import suggest as serving
 from crossfeed.retrieval.suggest import (
-    POSTERIOR_MIX,
     Neighbour,
     TagSuggestion,
     VoteConfig,
@@ -116,7 +116,7 @@ def suggestion_precision(
     truth = [split.true_tags(pid) for pid in split.gallery.post_ids]
     mixes = {"votes": 0.0}
     if posteriors is not None:
-        mixes |= {"posterior": 1.0, "mix": POSTERIOR_MIX}
+        mixes |= {"posterior": 1.0, "mix": serving.POSTERIOR_MIX}
     out: dict[str, float] = {}
     for name, mix in mixes.items():
         cfg = VoteConfig(neighbours=neighbours, posterior_mix=mix)
@@ -148,20 +148,25 @@ def suggestion_precision(
 def stream_suggestions(
     space: Space, split: ClipartSplit, *, neighbours: int = 20, top_k: int = SUGGEST_K
 ) -> list[list[TagSuggestion]]:
-    """Scored suggestions for each test media item, by the stream step's recipe.
+    """Scored suggestions for each test media item, by the served recipe itself.
 
-    As :func:`~crossfeed.retrieval.suggest.suggest_tags_for_media`: an even
-    mix of votes and posterior restricted to the head's vocabulary for a tag
-    space, votes alone (any tag) otherwise. The threshold is applied later.
+    Each item's nearest training posts (the in-memory stand-in for the index
+    search) and, for a tag space, its posterior go through
+    :func:`~crossfeed.retrieval.suggest.serving_suggestions`, the function the
+    API and the stream step serve with; so a change of the served recipe
+    changes what is measured. The threshold is applied later
+    (:func:`emitted_scores`).
     """
     found, posteriors = _query_evidence(space, split, neighbours)
-    allowed = frozenset(posteriors[0]) if posteriors else None
-    out: list[list[TagSuggestion]] = []
-    for q, hits in enumerate(found):
-        post = posteriors[q] if posteriors is not None else None
-        cfg = VoteConfig(neighbours=neighbours, posterior_mix=POSTERIOR_MIX if post else 0.0)
-        out.append(vote_tags(hits, config=cfg, posterior=post, allowed=allowed, top_k=top_k))
-    return out
+    return [
+        serving.serving_suggestions(
+            hits,
+            posteriors[q] if posteriors is not None else None,
+            limit=neighbours,
+            top_k=top_k,
+        )
+        for q, hits in enumerate(found)
+    ]
 
 
 def emitted_scores(
@@ -171,6 +176,7 @@ def emitted_scores(
 ) -> dict[str, float]:
     """What the step would emit at ``min_score``, against the true tags.
 
+    The cut is the step's own (:func:`~crossfeed.retrieval.suggest.emitted_tags`).
     Precision and recall are pooled over the items that have true tags (an
     item without any cannot tell right from wrong); coverage (share of items
     given at least one tag) and tags per item are over all items. Precision
@@ -178,7 +184,7 @@ def emitted_scores(
     """
     if len(suggested) != len(truth):
         raise InvalidInputError("one suggestion list per item is needed")
-    emitted = [[s.tag for s in row if s.score >= min_score] for row in suggested]
+    emitted = [serving.emitted_tags(row, min_score) for row in suggested]
     hit = shown = wanted = 0
     for tags, true in zip(emitted, truth, strict=True):
         if true:

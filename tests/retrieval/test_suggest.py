@@ -8,11 +8,16 @@ import pytest
 from crossfeed.exceptions import InvalidInputError
 from crossfeed.indexer.base import Hit, IndexRow
 from crossfeed.indexer.memory import InMemoryIndex
+from crossfeed.retrieval import suggest as serving
 from crossfeed.retrieval.suggest import (
     Neighbour,
+    TagSuggestion,
     VoteConfig,
+    emitted_tags,
     neighbours_from_hits,
     precision_at_k,
+    serving_suggestions,
+    suggest_tags_for_media,
     suggest_tags_for_vector,
     vote_tags,
 )
@@ -102,3 +107,65 @@ def test_precision_at_k_skips_items_without_truth() -> None:
         precision_at_k([["a"]], [], k=5)
     with pytest.raises(InvalidInputError):
         VoteConfig(neighbours=0)
+
+
+def test_the_serving_recipe_mixes_the_posterior_and_keeps_to_its_vocabulary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    near = [Neighbour("a", 0.9, ("cat", "typo")), Neighbour("b", 0.1, ("dog",))]
+    votes = serving_suggestions(near, None, top_k=5)
+    assert [s.tag for s in votes][:2] == ["cat", "typo"]  # no head vocabulary: any tag
+    assert serving_suggestions(near, {}, top_k=5) == votes  # an empty posterior is none
+    mixed = serving_suggestions(near, {"cat": 0.2, "kitten": 0.8}, top_k=5)
+    scores = {s.tag: s.score for s in mixed}
+    assert set(scores) == {"cat", "kitten"}  # the typo and the far dog are out of vocabulary
+    assert scores["cat"] == pytest.approx(0.5 * 1.0 + 0.5 * 0.2, abs=1e-6)
+    assert scores["kitten"] == pytest.approx(0.5 * 0.8)
+    # The mix is read when called, so every caller follows a change of it.
+    monkeypatch.setattr(serving, "POSTERIOR_MIX", 1.0)
+    assert [s.tag for s in serving_suggestions(near, {"cat": 0.2, "kitten": 0.8})] == [
+        "kitten",
+        "cat",
+    ]
+    assert len(serving_suggestions(near, None, limit=1)) == 2  # only "a" votes
+    with pytest.raises(InvalidInputError):
+        serving_suggestions(near, None, limit=0)
+
+
+@pytest.mark.parametrize("posterior", [None, {"cat": 0.3, "pets": 0.6, "kitten": 0.1}])
+def test_media_suggestions_are_the_recipe_over_the_index_neighbours(
+    posterior: dict[str, float] | None,
+) -> None:
+    index = InMemoryIndex()
+    index.ensure_ready(2)
+    index.upsert(
+        [
+            _row("cat1", 1, [1.0, 0.0], ("cat", "typo")),
+            _row("cat2", 1, [0.98, 0.2], ("cat", "pets")),
+            _row("cat2", 0, [0.9, 0.4], ("cat", "pets")),
+            _row("dog1", 1, [0.0, 1.0], ("dog",)),
+            _row("me", 1, [1.0, 0.05], ("self",)),
+        ]
+    )
+    query = (np.array([1.0, 0.05]) / np.linalg.norm([1.0, 0.05])).tolist()
+    out, found = suggest_tags_for_media(
+        index,
+        query,
+        model_version="v",
+        posterior=posterior,
+        neighbours=3,
+        exclude_post_ids=["me"],
+        top_k=4,
+    )
+    assert [n.post_id for n in found] == ["cat1", "cat2", "dog1"]
+    assert out == serving_suggestions(found, posterior, limit=3, top_k=4)
+    assert ("typo" in {s.tag for s in out}) is (posterior is None)
+    with pytest.raises(InvalidInputError):
+        suggest_tags_for_media(index, query, model_version="v", neighbours=0)
+
+
+def test_emitted_tags_keep_the_order_and_cut_below_min_score() -> None:
+    ranked = [TagSuggestion("a", 0.6, 2), TagSuggestion("b", 0.2, 1), TagSuggestion("c", 0.1, 1)]
+    assert emitted_tags(ranked, 0.0) == ["a", "b", "c"]
+    assert emitted_tags(ranked, 0.2) == ["a", "b"]  # the threshold itself is emitted
+    assert emitted_tags(ranked, 0.7) == []

@@ -205,3 +205,47 @@ def test_settings_switch_the_step_on_in_the_pipeline() -> None:
     )
     assert off.embed is not None and off.embed._suggester is None
     json.dumps(step.config.__dict__)  # a plain, loggable config
+
+
+async def test_an_injected_index_is_closed_by_its_owner_only() -> None:
+    """One index given to the pipeline serves the index stage and the suggest step; neither
+    closes it (it belongs to the caller), while indexes they open themselves are closed."""
+    from crossfeed.indexer.base import VectorIndex
+    from crossfeed.streams.pipeline import build_pipeline
+
+    class Counting(InMemoryIndex):
+        closed = 0
+
+        def close(self) -> None:
+            Counting.closed += 1
+
+    settings = Settings()
+    settings.stream = StreamSettings(CROSSFEED_SUGGEST_TAGS=True)
+
+    class Epoch:
+        def bump(self) -> int:
+            return 1
+
+    given = Counting(dim=16)
+    pipe = build_pipeline(
+        settings,
+        stages=("embed", "index"),
+        publisher=RecordingPublisher(),
+        embedder=HashingEmbedder(dim=16),
+        index=given,
+        epoch=Epoch(),
+    )
+    await pipe.aclose()
+    assert Counting.closed == 0
+
+    made: list[VectorIndex] = []
+
+    def factory() -> VectorIndex:
+        made.append(Counting(dim=16))
+        return made[-1]
+
+    step = TagSuggestStep(factory, WorkerMetrics(), SuggestConfig(neighbours=3, min_score=0.0))
+    step.suggest([1.0] + [0.0] * 15, post_id="p", modality="image", model_version="v")
+    step.close()
+    step.close()
+    assert len(made) == 1 and Counting.closed == 1

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,10 @@ from crossfeed.core.settings import Settings
 from crossfeed.corpus.io import split_posts
 from crossfeed.encoders.base import l2_normalize
 from crossfeed.exceptions import InvalidInputError
-from crossfeed.retrieval.suggest import TagSuggestion
+from crossfeed.indexer.base import IndexRow
+from crossfeed.indexer.memory import InMemoryIndex
+from crossfeed.retrieval import suggest as serving
+from crossfeed.retrieval.suggest import TagSuggestion, suggest_tags_for_media
 from crossfeed.train import clipart_report as rep
 from crossfeed.train.clipart import ClipartEvalOptions, _choose_stream_min_score
 from crossfeed.train.clipart_data import ClipartSplit, assemble_split, validation_split
@@ -197,12 +201,17 @@ def _space(posterior: bool) -> Space:
     )
 
 
-def test_the_stream_recipe_mixes_in_the_posterior_of_a_tag_space() -> None:
+def _tiny_split() -> ClipartSplit:
+    """Query Q equals post A (tags x, typo) and is orthogonal to post B (tag y)."""
     eye = np.eye(4, dtype=np.float32)
     tags = [["x", "typo"], ["y"]]
     train = TrainingData(["A", "B"], eye[:2], eye[:2], tags, ["image"] * 2, ["a", "b"], "")
     gallery = dataclasses.replace(train, post_ids=["Q"], image=eye[:1], text=eye[:1], tags=[[]])
-    split = dataclasses.replace(_split(*_corpus(20)), train=train, gallery=gallery)
+    return dataclasses.replace(_split(*_corpus(20)), train=train, gallery=gallery)
+
+
+def test_the_stream_recipe_mixes_in_the_posterior_of_a_tag_space() -> None:
+    split = _tiny_split()
     (votes,) = rep.stream_suggestions(_space(False), split)
     # Votes alone: the near post A's tags (any tag, as the stream), B's far behind.
     assert [s.tag for s in votes][:2] == ["typo", "x"] and votes[0].score == pytest.approx(1.0)
@@ -212,3 +221,108 @@ def test_the_stream_recipe_mixes_in_the_posterior_of_a_tag_space() -> None:
     assert set(scores) == {"x", "y"}
     assert scores["x"] == pytest.approx(0.5 * 1.0 + 0.5 * 0.2, abs=1e-6)
     assert scores["y"] == pytest.approx(0.5 * 0.8, abs=1e-6)
+
+
+# ------------------------------------------------- the eval measures what is served
+
+
+def _projected_space(posterior: bool) -> Space:
+    """Image (16-d) and text (12-d) features projected into one 8-d space.
+
+    Its vocabulary leaves out the noise tag ``tbt`` that many training posts carry.
+    """
+    rng = np.random.default_rng(7)
+    w_img, w_txt = rng.standard_normal((16, 8)), rng.standard_normal((12, 8))
+    vocab = [*CATEGORIES, *(f"{c}_{s}" for c in CATEGORIES for s in SUBJECTS)]
+
+    def p_tag(x: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)[:, : len(vocab)]))
+
+    return Space(
+        name="proj",
+        embed_image=lambda x: l2_normalize(np.asarray(x, np.float64) @ w_img),
+        embed_text=lambda x: l2_normalize(np.asarray(x, np.float64) @ w_txt),
+        image_posterior=p_tag if posterior else None,
+        info={"vocab_tags": vocab},
+    )
+
+
+def _served_index(space: Space, split: ClipartSplit) -> InMemoryIndex:
+    """The training posts indexed as the stream would: one media and one text row each."""
+    train = split.train
+    index = InMemoryIndex(dim=8)
+    rows = []
+    for item, vectors in ((1, space.embed_image(train.image)), (0, space.embed_text(train.text))):
+        for pid, tags, vec in zip(train.post_ids, train.tags, vectors, strict=True):
+            rows.append(
+                IndexRow(
+                    row_id=f"{pid}:{item}",
+                    post_id=pid,
+                    item=item,
+                    modality="image" if item else "text",
+                    vector=[float(v) for v in vec],
+                    created_at_ms=0,
+                    author="a",
+                    text="",
+                    tags=tuple(tags),
+                    lang="en",
+                    model_version="v",
+                    media_ref="",
+                )
+            )
+    index.upsert(rows)
+    return index
+
+
+@pytest.mark.parametrize("posterior", [False, True])
+def test_stream_suggestions_are_what_the_api_and_stream_serve(
+    split: ClipartSplit, posterior: bool
+) -> None:
+    space = _projected_space(posterior)
+    evaluated = rep.stream_suggestions(space, split, neighbours=20, top_k=5)
+    index = _served_index(space, split)
+    queries = space.embed_image(split.gallery.image)
+    vocab = space.info["vocab_tags"]
+    posteriors: list[dict[str, float] | None] = [None] * len(queries)
+    if space.image_posterior is not None:
+        probs = space.image_posterior(split.gallery.image)
+        posteriors = [dict(zip(vocab, row.tolist(), strict=True)) for row in probs]
+    assert len(evaluated) == len(split.gallery) > 10
+    for got, query, post in zip(evaluated, queries, posteriors, strict=True):
+        served, _ = suggest_tags_for_media(
+            index, query.tolist(), model_version="v", posterior=post, neighbours=20, top_k=5
+        )
+        assert [(s.tag, s.support) for s in got] == [(s.tag, s.support) for s in served]
+        assert [s.score for s in got] == pytest.approx([s.score for s in served], abs=1e-5)
+    proposed = {s.tag for row in evaluated for s in row}
+    # A tag space's suggestions keep to its vocabulary; votes alone propose any tag.
+    assert all(evaluated) and ("tbt" in proposed) is not posterior
+
+
+def test_the_eval_follows_a_change_of_the_served_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    split = _tiny_split()
+    # Serve a different mix: the eval must score it, not a copy of the old one.
+    monkeypatch.setattr(serving, "POSTERIOR_MIX", 0.25)
+    (mixed,) = rep.stream_suggestions(_space(True), split)
+    scores = {s.tag: s.score for s in mixed}
+    assert scores["x"] == pytest.approx(0.75 * 1.0 + 0.25 * 0.2, abs=1e-6)
+    assert scores["y"] == pytest.approx(0.25 * 0.8, abs=1e-6)
+    # The scores come from the serving function and are cut by the serving threshold.
+    calls: list[str] = []
+    recipe, cut = serving.serving_suggestions, serving.emitted_tags
+
+    def spy_recipe(*args: Any, **kwargs: Any) -> list[TagSuggestion]:
+        calls.append("recipe")
+        return recipe(*args, **kwargs)
+
+    def spy_cut(suggestions: Sequence[TagSuggestion], min_score: float) -> list[str]:
+        calls.append(f"cut@{min_score:g}")
+        return cut(suggestions, min_score)[:1]  # a stricter served cut: one tag at most
+
+    monkeypatch.setattr(serving, "serving_suggestions", spy_recipe)
+    monkeypatch.setattr(serving, "emitted_tags", spy_cut)
+    (row,) = rep.stream_suggestions(_space(True), split)
+    assert row == mixed and calls == ["recipe"]
+    out = rep.stream_metrics([row], [["x"]], 0.1)
+    assert calls[1:] == ["cut@0.1", "cut@0"]
+    assert out["stream_tags_per_item"] == 1.0 and out["stream_top_k_tags_per_item"] == 1.0
