@@ -11,9 +11,9 @@ import pytest
 from crossfeed.core.settings import MilvusSettings
 from crossfeed.indexer.base import IndexRow
 from crossfeed.indexer.collections import drop_collection, ours
+from crossfeed.indexer.exceptions import CollectionRefusedError
 from crossfeed.indexer.milvus import MilvusIndex
 from crossfeed.ops.cli import main
-from crossfeed.ops.exceptions import OpsError
 
 pytestmark = pytest.mark.integration
 
@@ -73,9 +73,9 @@ def test_lists_the_versions_and_drops_only_old_ones(
     assert (got[f"{base}__v2"]["dim"], got[f"{base}__v2"]["versions"]) == (12, ["v2"])
 
     assert main(["collections", "--drop", f"{base}__v2"]) == 2  # needs --yes
-    with pytest.raises(OpsError, match="serve"):
+    with pytest.raises(CollectionRefusedError, match="serve"):
         drop_collection(MilvusSettings(CROSSFEED_COLLECTION=base), base)
-    with pytest.raises(OpsError, match="not a collection of"):
+    with pytest.raises(CollectionRefusedError, match="not a collection of"):
         drop_collection(MilvusSettings(CROSSFEED_COLLECTION=base), "someone_else")
     assert main(["collections", "--drop", f"{base}__v2", "--yes"]) == 0
     capsys.readouterr()
