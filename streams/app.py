@@ -29,6 +29,7 @@ import faust
 
 from crossfeed.core.kafka import MAX_MESSAGE_BYTES, KafkaConnection
 from crossfeed.core.settings import Settings
+from crossfeed.indexer.collections import slug
 from crossfeed.streams.delivery import Publisher
 from crossfeed.streams.pipeline import STAGES, build_pipeline, check_stages
 from crossfeed.streams.topics import Topics
@@ -54,6 +55,26 @@ def _manual_acks(stream: faust.StreamT) -> faust.Stream:
     return cast(faust.Stream, cast(faust.Stream, stream).noack())
 
 
+def consumer_group(settings: Settings, stages: Sequence[str], version: str | None) -> str:
+    """The consumer group (faust app id) of a worker: ``CROSSFEED_APP_ID``, plus the model
+    version it serves when it embeds or indexes.
+
+    Workers of two versions (during a switch, or a forgotten one) must not share a group:
+    the group would split the partitions between them, and each index stage skips the
+    other's vectors, so posts would reach neither collection. With a group per version,
+    each version's workers see every post (normalize runs once per version; its outputs
+    are idempotent). ``version`` is the loaded embedder's; without one, a pinned
+    ``CROSSFEED_MODEL_VERSION``; a normalize-only worker, or one on "latest" without an
+    embedder, uses the plain app id.
+    """
+    base = settings.stream.app_id
+    if not {"embed", "index"} & set(stages):
+        return base
+    if version is None and settings.encoder.model_version != "latest":
+        version = settings.encoder.model_version
+    return f"{base}-{slug(version)}" if version else base
+
+
 def create_app(
     settings: Settings,
     *,
@@ -74,8 +95,10 @@ def create_app(
     kafka = settings.kafka
     declared = Topics(kafka)
     session = float(kafka.session_timeout_s)
+    embedder = pipeline_kwargs.get("embedder")
+    group = consumer_group(settings, stages, embedder.version if embedder is not None else None)
     app = faust.App(
-        settings.stream.app_id,
+        group,
         **KafkaConnection(kafka).faust(),
         web_enabled=False,
         autodiscover=False,

@@ -96,8 +96,9 @@ def run_worker(
             override_logging=False,
         )
         log.info(
-            "stream worker %s starting: stages=%s broker=%s",
+            "stream worker %s (consumer group %s) starting: stages=%s broker=%s",
             settings.stream.app_id,
+            app.conf.id,
             ",".join(stages),
             settings.kafka.bootstrap,
         )

@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -252,7 +251,7 @@ def live_pipeline(
 ) -> Iterator[LivePipeline]:
     """Create the topics, start one ``crossfeed worker`` process, yield; then stop it and
     remove the run's topics, collection and Redis keys (unless ``keep``)."""
-    from crossfeed.ops.run.processes import stop_processes
+    from crossfeed.ops.run.processes import PARENT_PID_ENV, WORKER_ARGV, stop_processes
     from crossfeed.streams.topics import ensure_topics
 
     probe = RowProbe(settings)
@@ -262,8 +261,8 @@ def live_pipeline(
         ensure_topics(settings.kafka)
         with log_path.open("wb") as log_file:
             live.proc = subprocess.Popen(
-                [sys.executable, "-m", "crossfeed.ops.cli", "worker"],
-                env={**os.environ, **worker_env(settings)},
+                list(WORKER_ARGV),
+                env={**os.environ, **worker_env(settings), PARENT_PID_ENV: str(os.getpid())},
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
 import threading
 import time
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -19,7 +21,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from crossfeed.core.schema import Post
 from crossfeed.core.settings import Settings
 from crossfeed.indexer.collections import default_collection
-from crossfeed.ops.run.processes import api_url, corpus_env, run_api, worker_processes
+from crossfeed.ops.run.processes import (
+    api_url,
+    corpus_env,
+    run_api,
+    signals_exit,
+    worker_processes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,13 @@ def expected_rows(posts: list[Post]) -> int:
             continue
         rows += (1 if (post.text.strip() or post.tags) else 0) + len(post.media)
     return rows
+
+
+def _group(settings: Settings) -> str:
+    from crossfeed.streams.app import consumer_group
+    from crossfeed.streams.pipeline import STAGES
+
+    return consumer_group(settings, STAGES, None)
 
 
 def _ensure_corpus(settings: Settings, limit: int, seed: int, console: Console):  # type: ignore[no-untyped-def]
@@ -97,7 +112,17 @@ def _ensure_head(settings: Settings, corpus, console: Console) -> str:  # type: 
     return version
 
 
-def _wait_indexed(settings: Settings, expected: int, console: Console) -> tuple[int, float]:
+def _wait_indexed(
+    settings: Settings,
+    expected: int,
+    console: Console,
+    workers: Sequence[subprocess.Popen] = (),
+) -> tuple[int, float, str | None]:
+    """Rows indexed, seconds waited, and why indexing stalled (None when it completed).
+
+    Done once ``expected`` rows are in and the count is quiet; stalled when the count
+    has not grown for ``_STALL_S`` short of that, or when every worker has exited.
+    """
     from crossfeed.indexer.milvus import MilvusIndex
 
     index = MilvusIndex(settings.milvus)
@@ -117,11 +142,25 @@ def _wait_indexed(settings: Settings, expected: int, console: Console) -> tuple[
                 last, last_growth = n, time.monotonic()
             quiet = time.monotonic() - last_growth
             # Video moments add rows beyond ``expected``: done once it is reached and quiet.
-            if (n >= expected and quiet > _SETTLE_S) or quiet > _STALL_S:
+            if n >= expected and quiet > _SETTLE_S:
                 break
+            exited = [w.returncode for w in workers if w.poll() is not None]
+            why = None
+            if workers and len(exited) == len(workers):
+                why = f"the worker exited with status {exited[0]} (its log is above)"
+            elif quiet > _STALL_S:
+                why = (
+                    f"no new rows for {_STALL_S:.0f} s with {max(last, 0)} of {expected} "
+                    f"indexed into {settings.milvus.collection}; the worker (consumer group "
+                    f"{_group(settings)}) is running: look for dead letters on "
+                    f"{settings.kafka.topic_deadletter} and errors in its log above"
+                )
+            if why is not None:
+                index.close()
+                return last, time.monotonic() - start, why
             time.sleep(1.0)
     index.close()
-    return last, time.monotonic() - start
+    return last, time.monotonic() - start, None
 
 
 def _example_queries(settings: Settings, console: Console) -> None:
@@ -199,17 +238,20 @@ def run_demo(settings: Settings, *, limit: int, seed: int, serve: bool = True) -
 
     api_ready = threading.Event()
     api_thread = threading.Thread(target=run_api, args=(settings, api_ready), daemon=True)
-    with worker_processes(1, env=env):
+    with signals_exit(), worker_processes(1, env=env) as workers:
         api_thread.start()
         t0 = time.monotonic()
         sent = produce(corpus.posts, settings.kafka)
         produce_s = time.monotonic() - t0
         console.print(f"produced {sent} posts to {settings.kafka.topic_raw} in {produce_s:.1f}s")
-        rows, wait_s = _wait_indexed(settings, expected, console)
+        rows, wait_s, stalled = _wait_indexed(settings, expected, console, workers)
         rate = rows / max(wait_s + produce_s, 1e-9)
         console.print(
             f"indexed {rows}/{expected} rows in {wait_s + produce_s:.1f}s ({rate:.1f} rows/s)"
         )
+        if stalled is not None:
+            console.print(f"[bold red]indexing stalled[/]: {stalled}")
+            return 1
         if not api_ready.wait(timeout=120):
             console.print("[red]the API did not start; see the log above")
             return 1

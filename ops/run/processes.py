@@ -15,23 +15,82 @@ from pathlib import Path
 
 from crossfeed.core.settings import Settings
 
+PARENT_PID_ENV = "CROSSFEED_PARENT_PID"
+WORKER_ARGV = (sys.executable, "-m", "crossfeed.ops.cli", "worker")
+_PR_SET_PDEATHSIG = 1
+
 
 @contextlib.contextmanager
 def worker_processes(
-    count: int, env: dict[str, str] | None = None
+    count: int, env: dict[str, str] | None = None, argv: tuple[str, ...] = WORKER_ARGV
 ) -> Iterator[list[subprocess.Popen]]:
-    """Start ``count`` worker processes; stop them (SIGTERM, then SIGKILL) on exit."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "crossfeed.ops.cli", "worker"],
-            env={**os.environ, **(env or {})},
-        )
-        for _ in range(count)
-    ]
+    """Start ``count`` worker processes; stop them (SIGTERM, then SIGKILL) on exit.
+
+    Each child learns this process' pid (``CROSSFEED_PARENT_PID``) and exits by itself
+    if this process dies without stopping it (see :func:`die_with_parent`), so even a
+    SIGKILL of the parent leaves no orphan in the consumer group.
+    """
+    child_env = {**os.environ, **(env or {}), PARENT_PID_ENV: str(os.getpid())}
+    procs: list[subprocess.Popen] = []
     try:
+        for _ in range(count):
+            procs.append(subprocess.Popen(list(argv), env=child_env))
         yield procs
     finally:
         stop_processes(procs)
+
+
+@contextlib.contextmanager
+def signals_exit(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+    """In the main thread, turn ``signals`` into ``SystemExit(128 + signum)`` so that
+    ``finally`` blocks (stopping worker processes) run when systemd, Docker or Kubernetes
+    stop the command. The default action would end the process on the spot.
+
+    uvicorn restores these handlers after its own graceful shutdown and raises the signal
+    again, which then lands here.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, _exit) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def die_with_parent(parent_pid: int | None = None, poll_s: float = 1.0) -> None:
+    """Make this process end (SIGTERM to itself) when its parent dies.
+
+    ``parent_pid`` defaults to ``CROSSFEED_PARENT_PID`` (set by :func:`worker_processes`);
+    without one this does nothing, so a worker started by hand keeps running. On Linux
+    the kernel delivers the signal (``PR_SET_PDEATHSIG``); everywhere a daemon thread
+    also watches the parent pid, which covers other systems and the parent having died
+    before this call.
+    """
+    if parent_pid is None:
+        raw = os.environ.get(PARENT_PID_ENV, "")
+        parent_pid = int(raw) if raw.isdigit() else None
+    if parent_pid is None:
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="crossfeed-parent-watch", daemon=True).start()
 
 
 def stop_processes(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:

@@ -11,7 +11,13 @@ import argparse
 import logging
 
 from crossfeed.core.settings import Settings
-from crossfeed.ops.run.processes import api_url, run_api, worker_processes
+from crossfeed.ops.run.processes import (
+    api_url,
+    die_with_parent,
+    run_api,
+    signals_exit,
+    worker_processes,
+)
 from crossfeed.streams.pipeline import STAGES, check_stages
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from crossfeed.streams.worker import run_worker
 
     stages = check_stages([s.strip() for s in args.stages.split(",") if s.strip()])
+    die_with_parent()  # a worker started by serve/demo ends with them
     run_worker(Settings(), stages=stages)
     return 0
 
@@ -44,7 +51,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings()
     count = 0 if args.no_workers else max(1, args.workers)
-    with worker_processes(count) as procs:
+    with signals_exit(), worker_processes(count) as procs:
         print(f"crossfeed: {len(procs)} worker process(es); API on {api_url(settings)}")
         run_api(settings)
     return 0

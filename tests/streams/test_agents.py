@@ -292,3 +292,20 @@ async def test_embed_media_vectors_and_corrupt_media_deadlettered(
     )
     assert letters["bad-video"].stage == "decode" and "video" in letters["bad-video"].reason
     assert CleanPost.model_validate_json(letters["bad-image"].payload).post.id == "bad-image"
+
+
+def test_workers_of_two_model_versions_never_share_a_consumer_group() -> None:
+    """A worker of another version in the same group took partitions, and each index stage
+    skips the other's vectors: posts reached neither collection (seen in `make demo`)."""
+    from crossfeed.streams.app import consumer_group, create_app
+
+    settings = Settings()
+    a = create_app(settings, stages=("embed", "index"), embedder=HashingEmbedder(version="v-a"))
+    b = create_app(settings, stages=("embed", "index"), embedder=HashingEmbedder(version="v-b"))
+    assert a.conf.id != b.conf.id
+    assert a.conf.id.startswith(settings.stream.app_id + "-")
+    # Version-independent work keeps the plain id; a pinned version names the group.
+    assert consumer_group(settings, ("normalize",), "v-a") == settings.stream.app_id
+    pinned = Settings()
+    pinned.encoder.model_version = "v-b"
+    assert consumer_group(pinned, ("index",), None) == b.conf.id
