@@ -29,3 +29,11 @@ class ConfigError(CrossfeedError):
 
 class InvalidInputError(CrossfeedError):
     """External input (a post, a URL, a filter, a file) failed validation."""
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Whether trying the same call again may succeed: a retriable :class:`CrossfeedError`,
+    or a connection error or timeout from below crossfeed."""
+    if isinstance(exc, CrossfeedError):
+        return exc.retriable
+    return isinstance(exc, ConnectionError | TimeoutError)

@@ -64,6 +64,18 @@ async def _run_check(name: str, check: Callable[[], Awaitable[bool]]) -> CheckRe
     return CheckResult(ok=ok, detail=None if ok else f"{name} did not answer")
 
 
+async def check_index(state: AppState) -> CheckResult:
+    """Ready when a search can be answered: Milvus answers and the collection is loaded."""
+    try:
+        with anyio.fail_after(CHECK_TIMEOUT_S * 3):
+            why = await anyio.to_thread.run_sync(state.index.readiness, abandon_on_cancel=True)
+    except TimeoutError:
+        return CheckResult(ok=False, detail=f"milvus did not answer within {CHECK_TIMEOUT_S * 3}s")
+    except Exception as exc:
+        return CheckResult(ok=False, detail=f"milvus check failed: {exc}")
+    return CheckResult(ok=why is None, detail=why)
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     """The process is alive (no engine is contacted)."""
@@ -72,14 +84,12 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
 async def readyz(state: StateDep) -> JSONResponse:
-    """Ready when the broker, Milvus and Redis all answer; 503 names the ones that don't."""
-
-    async def milvus() -> bool:
-        return await anyio.to_thread.run_sync(state.index.ping, abandon_on_cancel=True)
+    """Ready when the broker and Redis answer and Milvus can answer a search (its collection
+    loaded); 503 names the engines that are not."""
 
     kafka_task = check_kafka(state.settings.kafka.bootstrap)
     results = await asyncio.gather(
-        kafka_task, _run_check("milvus", milvus), _run_check("redis", state.cache.ping)
+        kafka_task, check_index(state), _run_check("redis", state.cache.ping)
     )
     checks = dict(zip(("kafka", "milvus", "redis"), results, strict=True))
     ok = all(c.ok for c in checks.values())

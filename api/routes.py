@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio
 from fastapi import APIRouter, Path, Request
 from pydantic import ValidationError
 
@@ -33,6 +32,7 @@ from crossfeed.api.models import (
     SearchRequest,
     SearchResponse,
 )
+from crossfeed.api.retry import engine_call
 from crossfeed.api.search import Query, SearchContext, moment_span, run_search
 from crossfeed.api.upload import read_json, read_upload_form
 from crossfeed.core.schema import MAX_ID_CHARS, MAX_TEXT_CHARS
@@ -144,6 +144,7 @@ async def search(
         encode_limiter=state.encode_limiter,
         max_upload_bytes=settings.api.max_upload_bytes,
         max_image_pixels=settings.encoder.max_image_pixels,
+        retry_budget_s=settings.api.retry_budget_s,
     )
     return await run_search(ctx, query)
 
@@ -151,12 +152,13 @@ async def search(
 @router.get("/posts/{post_id:path}", response_model=PostResponse, responses=_ERRORS)
 async def get_post(
     index: IndexDep,
+    settings: SettingsDep,
     post_id: str = Path(min_length=1, max_length=MAX_ID_CHARS),
 ) -> PostResponse:
     """A post's stored fields (no vectors); 404 when the index does not hold it."""
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in post_id):
         raise BadRequestError("post id contains control characters")
-    rows = await anyio.to_thread.run_sync(index.get_post, post_id)
+    rows = await engine_call(settings.api.retry_budget_s, index.get_post, post_id)
     if not rows:
         raise NotFoundError(f"post {post_id!r} is not in the index")
     main = next((r for r in rows if r.modality == "text"), rows[0])

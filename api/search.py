@@ -28,6 +28,7 @@ from crossfeed.api.models import (
     SearchResponse,
     SearchResult,
 )
+from crossfeed.api.retry import engine_call
 from crossfeed.encoders.base import Embedder
 from crossfeed.encoders.media import decode_image
 from crossfeed.indexer.base import Hit, IndexRow, VectorIndex
@@ -74,6 +75,7 @@ class SearchContext:
     encode_limiter: anyio.CapacityLimiter
     max_upload_bytes: int
     max_image_pixels: int
+    retry_budget_s: float = 0.0
 
 
 def moment_span(row: IndexRow) -> MomentSpan | None:
@@ -122,7 +124,7 @@ async def _query_vector(ctx: SearchContext, query: Query) -> list[float]:
         out = await anyio.to_thread.run_sync(decode_and_embed, limiter=ctx.encode_limiter)
         return _first_vector(out)
     assert query.post_id is not None
-    rows = await anyio.to_thread.run_sync(ctx.index.get_post, query.post_id)
+    rows = await engine_call(ctx.retry_budget_s, ctx.index.get_post, query.post_id)
     return list(query_row_for_post(rows, query.post_id, embedder.version).vector)
 
 
@@ -162,7 +164,7 @@ async def run_search(ctx: SearchContext, query: Query) -> SearchResponse:
     vector = await _query_vector(ctx, query)
     exclude = (query.post_id,) if query.post_id is not None else ()
     flt = query.filters.to_index_filter(model_version=version, exclude_post_ids=exclude)
-    hits = await anyio.to_thread.run_sync(collect_hits, ctx.index, vector, query.top_k, flt)
+    hits = await engine_call(ctx.retry_budget_s, collect_hits, ctx.index, vector, query.top_k, flt)
     response = SearchResponse(
         results=[_to_result(h) for h in hits],
         cached=False,

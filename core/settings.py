@@ -71,6 +71,9 @@ class ApiSettings(_Base):
     port: int = Field(default=8000, alias="CROSSFEED_API_PORT")
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, alias="CROSSFEED_MAX_UPLOAD_BYTES")
     max_top_k: int = Field(default=100, alias="CROSSFEED_MAX_TOP_K")
+    # A search retries a retriable engine error (Milvus restarting, loading) for this long
+    # before answering 503; clients' deadlines are usually 10 s.
+    retry_budget_s: float = Field(default=5.0, ge=0.0, le=60.0, alias="CROSSFEED_API_RETRY_S")
 
 
 class EncoderSettings(_Base):

@@ -77,5 +77,9 @@ class VectorIndex(ABC):
     def ping(self) -> bool:
         """True when the engine answers."""
 
+    def readiness(self) -> str | None:
+        """None when a search can be answered now; otherwise why not (for ``/readyz``)."""
+        return None if self.ping() else "does not answer"
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -417,6 +417,34 @@ class MilvusIndex(VectorIndex):
             return False
         return True
 
+    def readiness(self) -> str | None:
+        """Ready when the server answers and the collection is loaded (or does not exist yet:
+        the first write creates it). A collection that is not loaded (after a restart) is
+        asked to load in the background, so readiness follows without a search paying for
+        it."""
+        from pymilvus.client.types import LoadState
+
+        if not self.ping():
+            return "does not answer"
+        try:
+            with self._lock:
+                client = self._client
+            if client is None:
+                return "does not answer"
+            if not client.has_collection(self._collection, timeout=3.0):
+                return None
+            state = client.get_load_state(self._collection, timeout=3.0)
+            load = state.get("state")
+            if load == LoadState.Loaded:
+                return None
+            if load == LoadState.Loading:
+                return f"collection {self._collection} is loading ({state.get('progress', '?')}%)"
+            client.load_collection(self._collection, timeout=3.0, _async=True)
+            return f"collection {self._collection} is not loaded; loading it"
+        except Exception as exc:
+            log.debug("Milvus readiness check failed", exc_info=True)
+            return f"readiness check failed: {exc}"
+
     def drop(self) -> None:
         """Drop the collection (tests and re-indexing); the index needs ensure_ready again."""
         with self._errors("drop"), self._lock:

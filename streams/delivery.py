@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from crossfeed.core.kafka import MAX_MESSAGE_BYTES
 from crossfeed.core.schema import DeadLetter, Stage
-from crossfeed.exceptions import CrossfeedError
+from crossfeed.exceptions import is_retriable
 from crossfeed.streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,6 @@ class Publisher(Protocol):
     """Where stages write: one call per message, returns once the message is handed over."""
 
     async def publish(self, topic: str, key: str | None, value: bytes) -> None: ...
-
-
-def is_retriable(exc: BaseException) -> bool:
-    """Whether trying the same call again may succeed."""
-    if isinstance(exc, CrossfeedError):
-        return exc.retriable
-    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 async def retry_forever(

@@ -190,3 +190,29 @@ def test_dead_redis_degrades_to_uncached_and_fails_readiness(
         ready = c.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["redis"]["ok"] is False
+
+
+def test_readyz_waits_until_a_released_collection_is_loaded_again(
+    settings: Settings, embedder: HashingEmbedder, client: TestClient
+) -> None:
+    """After an engine restart Milvus answers before its collection is loaded: not ready
+    until a search can be answered; the check itself asks Milvus to load it."""
+    import time
+
+    from pymilvus import MilvusClient
+
+    assert client.get("/readyz").status_code == 200
+    raw = MilvusClient(uri=settings.milvus.uri)
+    try:
+        raw.release_collection(settings.milvus.collection)
+        first = client.get("/readyz")
+        assert first.status_code == 503, first.text
+        detail = first.json()["checks"]["milvus"]["detail"]
+        assert settings.milvus.collection in detail and "load" in detail
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the collection never became ready"
+            time.sleep(0.5)
+        assert client.post("/v1/search", json={"text": "cats"}).status_code == 200
+    finally:
+        raw.close()

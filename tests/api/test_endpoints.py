@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -119,6 +120,7 @@ class _DownIndex(InMemoryIndex):
 def test_unreachable_index_answers_503_with_retry_after(listening_port: int) -> None:
     settings = Settings()
     settings.kafka.bootstrap = f"127.0.0.1:{listening_port}"
+    settings.api.retry_budget_s = 0.3
     app = create_app(
         settings,
         embedder=HashingEmbedder(dim=16),
@@ -144,3 +146,56 @@ def test_openapi_documents_both_search_bodies(client: TestClient) -> None:
     assert set(content) == {"application/json", "multipart/form-data"}
     assert "SearchRequest" in spec["components"]["schemas"]
     assert "SearchFilters" in spec["components"]["schemas"]
+
+
+class _FlakyIndex(InMemoryIndex):
+    """Fails its first searches like a Milvus that is restarting."""
+
+    failures = 2
+
+    def search(self, vector: Sequence[float], top_k: int, flt: SearchFilter) -> list[Hit]:
+        if self.failures:
+            self.failures -= 1
+            raise IndexUnavailableError("milvus is restarting")
+        return super().search(vector, top_k, flt)
+
+
+def _app_with(index: InMemoryIndex, listening_port: int, budget_s: float) -> Any:
+    settings = Settings()
+    settings.kafka.bootstrap = f"127.0.0.1:{listening_port}"
+    settings.api.retry_budget_s = budget_s
+    return create_app(
+        settings,
+        embedder=HashingEmbedder(dim=16),
+        index=index,
+        cache=MemorySearchCache(),
+        metrics=ApiMetrics(),
+    )
+
+
+def test_a_retriable_engine_error_is_retried_within_the_request_budget(
+    listening_port: int,
+) -> None:
+    flaky = _FlakyIndex(dim=16)
+    with TestClient(_app_with(flaky, listening_port, budget_s=5.0)) as c:
+        r = c.post("/v1/search", json={"text": "anything"})
+    assert r.status_code == 200, r.text
+    assert flaky.failures == 0
+    # Without a budget the same outage answers 503 at once.
+    with TestClient(_app_with(_FlakyIndex(dim=16), listening_port, budget_s=0.0)) as c:
+        assert c.post("/v1/search", json={"text": "anything"}).status_code == 503
+
+
+class _LoadingIndex(InMemoryIndex):
+    def readiness(self) -> str | None:
+        return "collection crossfeed_posts is loading (40%)"
+
+
+def test_readyz_is_not_ready_while_the_collection_loads(listening_port: int) -> None:
+    """Ready must mean a search can be answered: a Milvus that answers pings while its
+    collection is still loading made the first search take 15.7 s."""
+    with TestClient(_app_with(_LoadingIndex(dim=16), listening_port, budget_s=0.0)) as c:
+        r = c.get("/readyz")
+    assert r.status_code == 503
+    milvus = r.json()["checks"]["milvus"]
+    assert milvus["ok"] is False and "loading (40%)" in milvus["detail"]
