@@ -26,6 +26,7 @@ from crossfeed.api.deps import AppState
 from crossfeed.api.errors import install_error_handlers
 from crossfeed.api.metrics import ApiMetrics
 from crossfeed.api.models import SearchFilters, SearchRequest
+from crossfeed.api.suggest import SuggestTagsRequest
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.exceptions import CrossfeedError
@@ -114,7 +115,7 @@ def create_app(
     app.include_router(suggest.router)
     app.include_router(health.router)
     app.middleware("http")(_count_requests)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app, settings.api.max_top_k)  # type: ignore[method-assign]
     return app
 
 
@@ -143,17 +144,26 @@ async def _count_requests(
             )
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
+def _document_top_k_limit(schema: dict[str, Any], max_top_k: int) -> None:
+    """``top_k`` of a search is capped by ``CROSSFEED_MAX_TOP_K``: say so in the schema."""
+    search = schema["components"]["schemas"]["SearchRequest"]["properties"]["top_k"]
+    search["maximum"] = max_top_k
+    body = schema["paths"]["/v1/search"]["post"]["requestBody"]["content"]
+    body["multipart/form-data"]["schema"]["properties"]["top_k"]["maximum"] = max_top_k
+
+
+def _openapi(app: FastAPI, max_top_k: int) -> dict[str, Any]:
     """The generated schema, plus the JSON search body (read by hand in the route)."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (SearchRequest, SearchFilters):
+        for model in (SearchRequest, SearchFilters, SuggestTagsRequest):
             body = model.model_json_schema(ref_template="#/components/schemas/{model}")
             for name, sub in body.pop("$defs", {}).items():
                 components.setdefault(name, sub)
             components[model.__name__] = body
+        _document_top_k_limit(schema, max_top_k)
         app.openapi_schema = schema
     return app.openapi_schema

@@ -26,12 +26,25 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_S = 2
 
 
+def _without_inputs(details: Any) -> Any:
+    """Field errors without the offending values: an echoed input can be huge, can hold
+    what the client should not see again in logs, and may not even be JSON (NaN)."""
+    if isinstance(details, list):
+        return [
+            {k: v for k, v in d.items() if k not in ("input", "ctx", "url")}
+            if isinstance(d, dict)
+            else d
+            for d in details
+        ]
+    return details
+
+
 def _body(
     kind: str, message: str, *, retriable: bool = False, details: Any = None
 ) -> dict[str, Any]:
     error: dict[str, Any] = {"type": kind, "message": message, "retriable": retriable}
     if details:
-        error["details"] = jsonable_encoder(details)
+        error["details"] = jsonable_encoder(_without_inputs(details))
     return {"error": error}
 
 

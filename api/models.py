@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -29,7 +30,18 @@ MAX_TAG_CHARS = 100
 # BCP 47-ish: "en", "pt-BR", "zh-Hant". Stored values are compared exactly.
 _LANG_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
 
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_CHARS)]
+Tag = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_TAG_CHARS),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_TAG_CHARS,
+            "pattern": r"^[^\x00-\x1f\x7f]+$",
+        }
+    ),
+]
 
 
 def _no_control_chars(value: str, what: str) -> str:
@@ -53,6 +65,14 @@ class SearchFilters(BaseModel):
     until: datetime | None = Field(default=None, description="exclusive, ISO-8601")
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     lang: str | None = Field(default=None, max_length=16, pattern=_LANG_PATTERN)
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _iso_string(cls, v: Any) -> Any:
+        # As documented (a date-time string): a bare number is not read as a Unix time.
+        if v is not None and not isinstance(v, str | datetime):
+            raise ValueError("must be an ISO-8601 date-time string")
+        return v
 
     @field_validator("since", "until")
     @classmethod
@@ -104,15 +124,57 @@ class SearchFilters(BaseModel):
         }
 
 
+# What the validators below enforce, said in the documented schema too (OpenAPI clients
+# and schema-driven fuzzers see what the API accepts): not blank, no control characters.
+# "Not blank" = some character that is not whitespace as Python's str.strip() sees it,
+# spelled out: regex engines disagree on what \s means (U+0085, U+001C-U+001F).
+NOT_BLANK = r"[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+PRINTABLE_ID = r"^[^\x00-\x1f\x7f]+$"
+
+
+def _one_of_text_or_post_id(schema: dict[str, Any]) -> None:
+    """Document what the validators accept: exactly one of two non-null strings."""
+    props = schema.get("properties", {})
+    for key in ("text", "post_id"):
+        field = props.get(key, {})
+        string = next((s for s in field.pop("anyOf", []) if s.get("type") == "string"), None)
+        if string is not None:
+            field.update(string)
+        field.pop("default", None)
+    schema["oneOf"] = [{"required": ["text"]}, {"required": ["post_id"]}]
+
+
 class SearchRequest(BaseModel):
     """JSON search body: exactly one of ``text`` and ``post_id``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=_one_of_text_or_post_id,
+    )
 
-    text: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT_CHARS)
-    post_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+    text: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        json_schema_extra={"pattern": NOT_BLANK},
+    )
+    post_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ID_CHARS,
+        json_schema_extra={"pattern": PRINTABLE_ID},
+    )
     filters: SearchFilters = Field(default_factory=SearchFilters)
     top_k: int = Field(default=10, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("text", "post_id"):
+                if key in data and data[key] is None:
+                    raise ValueError(f"{key} must be a string; leave it out instead of null")
+        return data
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SearchRequest:

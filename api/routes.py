@@ -25,6 +25,7 @@ from crossfeed.api.deps import (
 )
 from crossfeed.api.exceptions import BadRequestError, NotFoundError, UnsupportedMediaTypeError
 from crossfeed.api.models import (
+    PRINTABLE_ID,
     ErrorResponse,
     PostItem,
     PostResponse,
@@ -51,6 +52,7 @@ _SEARCH_BODY_DOC: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
+                    "additionalProperties": False,
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
                         "filters": {
@@ -66,7 +68,7 @@ _SEARCH_BODY_DOC: dict[str, Any] = {
 }
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (404, 409, 413, 415, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 422, 503)
 }
 
 
@@ -153,7 +155,7 @@ async def search(
 async def get_post(
     index: IndexDep,
     settings: SettingsDep,
-    post_id: str = Path(min_length=1, max_length=MAX_ID_CHARS),
+    post_id: str = Path(min_length=1, max_length=MAX_ID_CHARS, pattern=PRINTABLE_ID),
 ) -> PostResponse:
     """A post's stored fields (no vectors); 404 when the index does not hold it."""
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in post_id):

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from crossfeed.api.deps import EncoderDep, IndexDep, SettingsDep, StateDep
 from crossfeed.api.exceptions import BadRequestError, UnsupportedMediaTypeError
-from crossfeed.api.models import ErrorResponse
+from crossfeed.api.models import PRINTABLE_ID, ErrorResponse
 from crossfeed.api.upload import read_json, read_upload_form
 from crossfeed.core.schema import MAX_ID_CHARS
 from crossfeed.core.settings import Settings
@@ -48,25 +48,12 @@ _BODY_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["post_id"],
-                    "properties": {
-                        "post_id": {"type": "string", "maxLength": MAX_ID_CHARS},
-                        "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_SUGGESTIONS},
-                        "neighbours": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": MAX_NEIGHBOURS,
-                        },
-                    },
-                }
-            },
+            "application/json": {"schema": {"$ref": "#/components/schemas/SuggestTagsRequest"}},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
+                    "additionalProperties": False,
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
                         "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_SUGGESTIONS},
@@ -82,7 +69,7 @@ _BODY_DOC: dict[str, Any] = {
     }
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (404, 409, 413, 415, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 422, 503)
 }
 
 
@@ -91,7 +78,9 @@ class SuggestTagsRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    post_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    post_id: str = Field(
+        min_length=1, max_length=MAX_ID_CHARS, json_schema_extra={"pattern": PRINTABLE_ID}
+    )
     top_k: int = Field(default=5, ge=1, le=MAX_SUGGESTIONS)
     neighbours: int = Field(default=20, ge=1, le=MAX_NEIGHBOURS)
 
