@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit clean-state
+.PHONY: install demo test lint typecheck unit faults clean-state
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -38,7 +38,11 @@ unit: $(STAMP)
 	$(BIN)/pytest -m "not integration"
 
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not fault"
+
+# Fault runs (minutes): private engines killed and restarted, workers killed mid-stream.
+faults: $(STAMP)
+	$(BIN)/pytest -m fault -s tests/faults
 
 clean-state:
 	$(BIN)/crossfeed down || true
