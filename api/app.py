@@ -15,15 +15,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from PIL import Image
 
 from crossfeed import __version__
 from crossfeed.api import health, routes, suggest
+from crossfeed.api.auth import Access, RateLimits, auth_enabled
 from crossfeed.api.cache import RedisSearchCache, SearchCache
-from crossfeed.api.deps import AppState
+from crossfeed.api.deps import AppState, authorize
 from crossfeed.api.errors import install_error_handlers
+from crossfeed.api.keys import KeyStore, RedisKeyStore
 from crossfeed.api.metrics import ApiMetrics
 from crossfeed.api.models import SearchFilters, SearchRequest
 from crossfeed.api.suggest import SuggestTagsRequest
@@ -71,8 +73,15 @@ def create_app(
     index: VectorIndex | None = None,
     cache: SearchCache | None = None,
     metrics: ApiMetrics | None = None,
+    keys: KeyStore | None = None,
+    rate_limits: RateLimits | None = None,
 ) -> FastAPI:
-    """The crossfeed query API; pass any of the collaborators to replace the real ones."""
+    """The crossfeed query API; pass any of the collaborators to replace the real ones.
+
+    With auth on (see :mod:`crossfeed.api.auth`), ``keys`` defaults to the Redis key store
+    and ``rate_limits`` to Redis-backed limits of ``CROSSFEED_RATE_LIMIT``.
+    """
+    access = _access(settings, keys, rate_limits)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -89,6 +98,7 @@ def create_app(
             store = cache or RedisSearchCache.from_settings(settings.redis)
             owned_cache = None if cache is not None else store
             state = AppState(
+                access=access,
                 settings=settings,
                 embedder=emb,
                 index=idx,
@@ -103,12 +113,15 @@ def create_app(
                 await owned_cache.close()
             if owned_index is not None:
                 await anyio.to_thread.run_sync(owned_index.close)
+            if keys is None and access.keys is not None:
+                await access.keys.close()
 
     app = FastAPI(
         title="crossfeed",
         version=__version__,
         description="Cross-media retrieval over a streaming social-media index.",
         lifespan=lifespan,
+        dependencies=[Depends(authorize)],
     )
     install_error_handlers(app)
     app.include_router(routes.router)
@@ -117,6 +130,21 @@ def create_app(
     app.middleware("http")(_count_requests)
     app.openapi = lambda: _openapi(app, settings.api.max_top_k)  # type: ignore[method-assign]
     return app
+
+
+def _access(settings: Settings, keys: KeyStore | None, rate_limits: RateLimits | None) -> Access:
+    enabled = auth_enabled(settings.api)
+    if enabled and keys is None:
+        keys = RedisKeyStore(settings.redis.url.get_secret_value(), settings.redis.key_prefix)
+    if enabled and rate_limits is None:
+        rate_limits = RateLimits.for_redis(
+            settings.api.rate_limit,
+            settings.redis.url.get_secret_value(),
+            settings.redis.key_prefix,
+        )
+    if enabled:
+        log.info("API keys required (rate limit %s per key)", settings.api.rate_limit)
+    return Access(enabled, keys, rate_limits, metrics_public=settings.api.metrics_public)
 
 
 async def _count_requests(

@@ -13,7 +13,9 @@ from typing import Annotated
 import anyio
 from fastapi import Depends, Request
 
+from crossfeed.api.auth import Access
 from crossfeed.api.cache import SearchCache
+from crossfeed.api.keys import ApiKey
 from crossfeed.api.metrics import ApiMetrics
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
@@ -22,6 +24,7 @@ from crossfeed.indexer.base import VectorIndex
 
 @dataclass
 class AppState:
+    access: Access
     settings: Settings
     embedder: Embedder
     index: VectorIndex
@@ -40,6 +43,18 @@ def get_state(request: Request) -> AppState:
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
+
+
+async def authorize(request: Request) -> ApiKey | None:
+    """Every route's gate: 401/403/429 per the app's :class:`Access` (a no-op when auth is
+    off). Runs before the route's own dependencies."""
+    state: AppState | None = getattr(request.app.state, "crossfeed", None)
+    if state is None:  # lifespan not run (never in production)
+        return None
+    return await state.access.check(request)
+
+
+CallerDep = Annotated["ApiKey | None", Depends(authorize)]
 
 
 def get_settings(state: StateDep) -> Settings:

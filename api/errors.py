@@ -64,7 +64,9 @@ async def _crossfeed_error(request: Request, exc: Exception) -> JSONResponse:
     kind = type(exc).__name__
     if isinstance(exc, ApiError):
         return JSONResponse(
-            _body(kind, exc.message, details=exc.details), status_code=exc.status_code
+            _body(kind, exc.message, details=exc.details),
+            status_code=exc.status_code,
+            headers=exc.headers or None,
         )
     if isinstance(exc, InvalidInputError):
         return JSONResponse(_body(kind, exc.message), status_code=422)

@@ -22,6 +22,7 @@ class ApiError(CrossfeedError):
     def __init__(self, message: str, *, details: list[Any] | None = None) -> None:
         super().__init__(message)
         self.details = details
+        self.headers: dict[str, str] = {}
 
 
 class BadRequestError(ApiError, InvalidInputError):
@@ -46,3 +47,29 @@ class ModelVersionConflictError(ApiError):
     """A post's stored vectors come from another model version than the one serving."""
 
     status_code = 409
+
+
+class UnauthorizedError(ApiError):
+    """No API key, or one that is not valid."""
+
+    status_code = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers = {"WWW-Authenticate": 'Bearer realm="crossfeed"'}
+
+
+class ForbiddenError(ApiError):
+    """A valid key without the scope the route needs."""
+
+    status_code = 403
+
+
+class RateLimitedError(ApiError):
+    """The key's rate limit is spent for now."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(int(retry_after_s))}

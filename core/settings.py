@@ -8,8 +8,9 @@ Nothing is read at import time: call the class (or :func:`load`) when needed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -74,6 +75,23 @@ class ApiSettings(_Base):
     # A search retries a retriable engine error (Milvus restarting, loading) for this long
     # before answering 503; clients' deadlines are usually 10 s.
     retry_budget_s: float = Field(default=5.0, ge=0.0, le=60.0, alias="CROSSFEED_API_RETRY_S")
+    # API keys: "auto" = required whenever the API binds to anything but loopback.
+    auth: Literal["auto", "on", "off"] = Field(default="auto", alias="CROSSFEED_API_AUTH")
+    # Per key, in cost units (an image upload costs 5, anything else 1); `limits` syntax.
+    rate_limit: str = Field(default="600/minute", alias="CROSSFEED_RATE_LIMIT")
+    # /metrics without a key from anywhere (a scraper on a private network); else loopback.
+    metrics_public: bool = Field(default=False, alias="CROSSFEED_METRICS_PUBLIC")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _limit(cls, v: str) -> str:
+        from limits import parse
+
+        try:
+            parse(v)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit like '600/minute': {v!r}") from exc
+        return v
 
 
 class EncoderSettings(_Base):

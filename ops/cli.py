@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "crossfeed.ops.data.produce",  # produce
     "crossfeed.ops.data.reindex",  # reindex
     "crossfeed.ops.data.collections",  # collections
+    "crossfeed.ops.data.keys",  # keys
     "crossfeed.ops.run.serve",  # worker, serve
     "crossfeed.ops.run.demo",  # demo
     "crossfeed.train.cli",  # train, eval
