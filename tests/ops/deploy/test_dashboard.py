@@ -63,7 +63,7 @@ def test_panels_are_laid_out_and_use_the_datasource_variable(dashboard: dict[str
     assert variables["datasource"]["query"] == "prometheus"
     for panel in _panels(dashboard):
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "${datasource}"
 

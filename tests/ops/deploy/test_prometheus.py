@@ -70,7 +70,9 @@ def test_rules_name_only_exported_or_declared_pending_metrics(
 def test_the_name_check_catches_a_misspelt_metric(
     metric_names: Any, allowed_metrics: frozenset[str]
 ) -> None:
-    expr = 'sum(rate(crossfeed_deadletter_total[5m])) / sum(rate({__name__="crossfeed_posts_in"}[5m]))'
+    expr = (
+        'sum(rate(crossfeed_deadletter_total[5m])) / sum(rate({__name__="crossfeed_posts_in"}[5m]))'
+    )
     assert metric_names(expr) - allowed_metrics == {
         "crossfeed_deadletter_total",
         "crossfeed_posts_in",  # a counter is exported as crossfeed_posts_in_total
