@@ -39,6 +39,10 @@ class KafkaSettings(_Base):
     # clean post per post id, kept for good) instead of deleted after the retention time,
     # so a back-fill covers every post, not just the last week's.
     compact_clean_topic: bool = Field(default=True, alias="CROSSFEED_COMPACT_CLEAN_TOPIC")
+    # Replicas of the topics crossfeed creates. 0: the broker's default for the topics the
+    # admin client creates, and 1 for those a worker creates (its client cannot ask for the
+    # broker's default). Set it on a cluster (3 with min.insync.replicas 2).
+    replication_factor: int = Field(default=0, ge=0, le=32767, alias="CROSSFEED_TOPIC_REPLICATION")
     # Group joins on some brokers take ~session_timeout/2; 10 s keeps restarts quick.
     session_timeout_s: float = Field(default=10.0, alias="CROSSFEED_KAFKA_SESSION_TIMEOUT")
     sasl_username: str | None = Field(default=None, alias="KAFKA_SASL_USERNAME")
@@ -150,6 +154,11 @@ class StreamSettings(_Base):
         default=0.4, ge=0.0, le=1.0, alias="CROSSFEED_SUGGEST_MIN_SCORE"
     )
     suggest_neighbours: int = Field(default=20, ge=1, le=200, alias="CROSSFEED_SUGGEST_NEIGHBOURS")
+    # A worker's Prometheus endpoint (/metrics): 0 = off. `crossfeed serve --workers N` gives
+    # its workers this port plus their index (port, port + 1, ...). Loopback unless a
+    # container sets the host (e.g. 0.0.0.0, reached only through its network policy).
+    metrics_port: int = Field(default=0, ge=0, le=65535, alias="CROSSFEED_WORKER_METRICS_PORT")
+    metrics_host: str = Field(default="127.0.0.1", alias="CROSSFEED_WORKER_METRICS_HOST")
 
 
 class Settings:

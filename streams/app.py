@@ -107,6 +107,8 @@ def create_app(
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=kafka.partitions,
+        # faust's CreateTopics cannot ask for the broker's default: 0 means faust's 1.
+        topic_replication_factor=kafka.replication_factor or 1,
         # Some brokers under-report end offsets: never rely on "latest".
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=session,

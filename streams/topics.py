@@ -78,10 +78,10 @@ def ensure_topics(
 ) -> list[str]:
     """Create ``topics`` (default: crossfeed's four) when missing; return those created.
 
-    Partitions and configs come from :class:`Topics`; the replication factor is the
-    broker's default. A topic that already exists (even one created concurrently) is
-    fine and left as it is. Raises :class:`TopicError` (retriable) when the broker
-    cannot be reached or refuses.
+    Partitions and configs come from :class:`Topics`; the replication factor is
+    ``CROSSFEED_TOPIC_REPLICATION``, or the broker's default when that is 0. A topic that
+    already exists (even one created concurrently) is fine and left as it is. Raises
+    :class:`TopicError` (retriable) when the broker cannot be reached or refuses.
     """
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
@@ -106,7 +106,7 @@ def ensure_topics(
             {
                 s.name: {
                     "num_partitions": s.partitions,
-                    "replication_factor": -1,
+                    "replication_factor": settings.replication_factor or -1,
                     "configs": s.configs,
                 }
                 for s in missing

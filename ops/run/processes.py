@@ -13,9 +13,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from crossfeed.core.settings import Settings
+from crossfeed.core.settings import Settings, StreamSettings
+from crossfeed.exceptions import ConfigError
 
 PARENT_PID_ENV = "CROSSFEED_PARENT_PID"
+METRICS_PORT_ENV = str(StreamSettings.model_fields["metrics_port"].alias)
 WORKER_ARGV = (sys.executable, "-m", "crossfeed.ops.cli", "worker")
 _PR_SET_PDEATHSIG = 1
 
@@ -28,16 +30,39 @@ def worker_processes(
 
     Each child learns this process' pid (``CROSSFEED_PARENT_PID``) and exits by itself
     if this process dies without stopping it (see :func:`die_with_parent`), so even a
-    SIGKILL of the parent leaves no orphan in the consumer group.
+    SIGKILL of the parent leaves no orphan in the consumer group. With a worker metrics
+    port P configured (``CROSSFEED_WORKER_METRICS_PORT``, from ``env`` or this process'
+    environment), child ``i`` serves its metrics on ``P + i`` (see :func:`metrics_ports`).
     """
     child_env = {**os.environ, **(env or {}), PARENT_PID_ENV: str(os.getpid())}
+    ports = metrics_ports(child_env.get(METRICS_PORT_ENV, ""), count)
     procs: list[subprocess.Popen] = []
     try:
-        for _ in range(count):
-            procs.append(subprocess.Popen(list(argv), env=child_env))
+        for port in ports:
+            port_env = {METRICS_PORT_ENV: str(port)} if port else {}
+            procs.append(subprocess.Popen(list(argv), env={**child_env, **port_env}))
         yield procs
     finally:
         stop_processes(procs)
+
+
+def metrics_ports(base: str | int, count: int) -> list[int]:
+    """The metrics port of each of ``count`` workers on one host: ``base``, ``base + 1``...;
+    all 0 (not served) when ``base`` is 0 or empty. A base that is not a port, or a range
+    that runs past 65535, is a :class:`ConfigError`."""
+    raw = str(base).strip()
+    if not raw:
+        return [0] * count
+    if not raw.isdigit() or int(raw) > 65535:
+        raise ConfigError(f"{METRICS_PORT_ENV}={raw!r}: a port (1-65535), or 0 for none")
+    first = int(raw)
+    if not first:
+        return [0] * count
+    if first + count - 1 > 65535:
+        raise ConfigError(
+            f"{METRICS_PORT_ENV}={first}: {count} workers need ports up to {first + count - 1}"
+        )
+    return [first + i for i in range(count)]
 
 
 @contextlib.contextmanager

@@ -2,7 +2,9 @@
 
 ``worker`` runs the faust stream processors in this process (never with faust's
 web server). ``serve`` starts worker processes and runs the API (uvicorn) in
-this process; Ctrl-C stops both.
+this process; Ctrl-C stops both. With ``CROSSFEED_WORKER_METRICS_PORT`` set, each
+worker serves Prometheus metrics: ``worker`` on that port, ``serve``'s workers on
+that port plus their index.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from crossfeed.core.settings import Settings
 from crossfeed.ops.run.processes import (
     api_url,
     die_with_parent,
+    metrics_ports,
     run_api,
     signals_exit,
     worker_processes,
@@ -51,7 +54,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings()
     count = 0 if args.no_workers else max(1, args.workers)
+    ports = [p for p in metrics_ports(settings.stream.metrics_port, count) if p]
     with signals_exit(), worker_processes(count) as procs:
         print(f"crossfeed: {len(procs)} worker process(es); API on {api_url(settings)}")
+        if ports:
+            host = settings.stream.metrics_host
+            print("crossfeed: worker metrics on " + ", ".join(f"{host}:{p}" for p in ports))
         run_api(settings)
     return 0
