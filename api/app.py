@@ -22,13 +22,14 @@ from PIL import Image
 from crossfeed import __version__
 from crossfeed.api import health, routes, suggest
 from crossfeed.api.cache import RedisSearchCache, SearchCache
+from crossfeed.api.cursor import CursorCodec
 from crossfeed.api.deps import AppState
 from crossfeed.api.errors import install_error_handlers
 from crossfeed.api.metrics import ApiMetrics
 from crossfeed.api.models import SearchFilters, SearchRequest
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
-from crossfeed.exceptions import CrossfeedError
+from crossfeed.exceptions import ConfigError, CrossfeedError
 from crossfeed.indexer.base import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,20 @@ async def _warm_index(state: AppState) -> None:
         log.warning("index not reachable at startup, will retry on first request: %s", exc)
 
 
+def _cursor_codec(settings: Settings) -> CursorCodec:
+    secret = settings.api.cursor_secret
+    if secret is None or not secret.get_secret_value():
+        log.info(
+            "search cursors are signed with a key of this process (set CROSSFEED_CURSOR_SECRET "
+            "when several API processes serve one address)"
+        )
+        return CursorCodec.random()
+    try:
+        return CursorCodec(secret.get_secret_value().encode("utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"CROSSFEED_CURSOR_SECRET: {exc}") from exc
+
+
 def create_app(
     settings: Settings,
     *,
@@ -72,6 +87,7 @@ def create_app(
     metrics: ApiMetrics | None = None,
 ) -> FastAPI:
     """The crossfeed query API; pass any of the collaborators to replace the real ones."""
+    codec = _cursor_codec(settings)  # a bad secret stops here, before anything starts
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,6 +109,7 @@ def create_app(
                 index=idx,
                 cache=store,
                 metrics=metrics or ApiMetrics(),
+                cursors=codec,
             )
             app.state.crossfeed = state
             await _warm_index(state)

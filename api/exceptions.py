@@ -46,3 +46,13 @@ class ModelVersionConflictError(ApiError):
     """A post's stored vectors come from another model version than the one serving."""
 
     status_code = 409
+
+
+class InvalidCursorError(BadRequestError):
+    """A search cursor that was altered, malformed, or sent with another query."""
+
+
+class StaleCursorError(ApiError):
+    """A search cursor from an older index epoch: the pages would no longer line up."""
+
+    status_code = 409

@@ -71,6 +71,10 @@ class ApiSettings(_Base):
     port: int = Field(default=8000, alias="CROSSFEED_API_PORT")
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, alias="CROSSFEED_MAX_UPLOAD_BYTES")
     max_top_k: int = Field(default=100, alias="CROSSFEED_MAX_TOP_K")
+    # Paging: how deep a query can be followed (posts), and the key signing cursors
+    # (unset: a random key per process; API replicas behind one address need the same).
+    max_search_depth: int = Field(default=1000, ge=1, alias="CROSSFEED_MAX_SEARCH_DEPTH")
+    cursor_secret: SecretStr | None = Field(default=None, alias="CROSSFEED_CURSOR_SECRET")
 
 
 class EncoderSettings(_Base):
