@@ -77,6 +77,26 @@ class ApiSettings(_Base):
     cursor_secret: SecretStr | None = Field(default=None, alias="CROSSFEED_CURSOR_SECRET")
 
 
+class ClientSettings(_Base):
+    """What :mod:`crossfeed.client` and the query commands (``crossfeed search``) use."""
+
+    # Empty: http://<CROSSFEED_API_HOST>:<CROSSFEED_API_PORT> (a wildcard host as 127.0.0.1).
+    url: str = Field(default="", alias="CROSSFEED_API_URL")
+    # Sent as the X-API-Key header when set.
+    api_key: SecretStr | None = Field(default=None, alias="CROSSFEED_API_KEY")
+    timeout_s: float = Field(default=30.0, gt=0, alias="CROSSFEED_CLIENT_TIMEOUT")
+    # Retries after the first try, for connection errors and 503 only.
+    retries: int = Field(default=3, ge=0, le=20, alias="CROSSFEED_CLIENT_RETRIES")
+
+    def resolved_url(self) -> str:
+        if self.url:
+            return self.url
+        api = ApiSettings()
+        host = "127.0.0.1" if api.host in ("", "0.0.0.0") else api.host
+        host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
+        return f"http://{host}:{api.port}"
+
+
 class EncoderSettings(_Base):
     # "auto" = CUDA when present, else CPU.
     device: str = Field(default="auto", alias="CROSSFEED_DEVICE")
