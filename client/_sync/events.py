@@ -7,9 +7,10 @@ and 503 like every request), yields each event, and when the connection drops (t
 server closed it, a read error, no byte for ``event_read_timeout_s``) opens it again
 with ``Last-Event-ID`` set to the last id seen, after the delay the server asked for
 (its ``retry:`` field) or a short back-off. Blocks without data (a lone ``retry:``)
-update the fields but are not events; comments (heartbeats) are skipped. A 204 ends the stream for good (the SSE
-rule); a 4xx is raised. ``max_reconnects`` bounds reconnections in a row that bring
-no event (a server that accepts and hangs up at once); any event resets the count.
+update the fields but are not events; comments (heartbeats) are skipped. A 204 ends
+the stream for good (the SSE rule); a 4xx is raised. ``max_reconnects`` bounds the
+reconnections in a row that bring no event (a server that accepts and hangs up at
+once); any event resets the count.
 
 Generated from ``_async/events.py``: edit that file, then run
 ``python -m crossfeed.client.codegen``.
