@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "crossfeed.ops.data.collections",  # collections
     "crossfeed.ops.run.serve",  # worker, serve
     "crossfeed.ops.run.demo",  # demo
+    "crossfeed.ops.query.cli",  # search, post
     "crossfeed.train.cli",  # train, eval
     "crossfeed.ops.bench.cli",  # bench
 )

@@ -202,3 +202,10 @@ def api_url(
         api_settings, embedder=embedder, index=index, cache=cache, metrics=ApiMetrics()
     )
     return serve(app)
+
+
+@pytest.fixture
+def make_picture() -> Callable[[tuple[int, int, int]], bytes]:
+    """``make_picture(rgb)`` -> PNG bytes of a flat 32x32 picture (modules cannot import
+    conftest)."""
+    return picture
