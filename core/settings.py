@@ -97,6 +97,22 @@ class ClientSettings(_Base):
         return f"http://{host}:{api.port}"
 
 
+class SourceSettings(_Base):
+    """The connectors (``crossfeed ingest bluesky|mastodon``)."""
+
+    jetstream_url: str = Field(
+        default="wss://jetstream2.us-east.bsky.network/subscribe", alias="CROSSFEED_JETSTREAM_URL"
+    )
+    mastodon_url: str = Field(default="", alias="CROSSFEED_MASTODON_URL")
+    # A user access token (read scope); Mastodon 4.2+ wants one for every stream.
+    mastodon_token: SecretStr | None = Field(default=None, alias="MASTODON_ACCESS_TOKEN")
+    # Prometheus metrics of a connector on 127.0.0.1:<port> (0: a free port, shown in
+    # `crossfeed status`).
+    metrics_port: int = Field(default=0, ge=0, le=65535, alias="CROSSFEED_SOURCE_METRICS_PORT")
+    # No event (heartbeats count) for this long is logged as a warning.
+    quiet_warn_s: float = Field(default=30.0, gt=0, alias="CROSSFEED_SOURCE_QUIET_WARN")
+
+
 class EncoderSettings(_Base):
     # "auto" = CUDA when present, else CPU.
     device: str = Field(default="auto", alias="CROSSFEED_DEVICE")

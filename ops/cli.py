@@ -22,6 +22,8 @@ _COMMAND_MODULES = (
     "crossfeed.ops.engines.control",  # up, down, status
     "crossfeed.ops.data.corpus",  # corpus
     "crossfeed.ops.data.produce",  # produce
+    "crossfeed.ops.data.replay",  # replay
+    "crossfeed.ops.data.ingest",  # ingest bluesky|mastodon
     "crossfeed.ops.data.reindex",  # reindex
     "crossfeed.ops.data.collections",  # collections
     "crossfeed.ops.run.serve",  # worker, serve
