@@ -1,9 +1,8 @@
-"""Fixtures: real HTTP servers (uvicorn on a loopback port) for the client to talk to.
+"""Fixtures: the crossfeed API over the in-memory fakes on a loopback port.
 
-``serve(app)`` runs any ASGI app in a thread and returns its base URL; ``api_url`` is
-the crossfeed API over the in-memory fakes (hashing embedder, in-memory index and
-cache), with a few posts indexed. No mock of httpx anywhere: every request crosses
-a socket.
+``api_url`` is the API (hashing embedder, in-memory index and cache) with a few posts
+indexed, served by uvicorn through the ``serve`` fixture (tests/conftest.py). No mock
+of httpx anywhere: every request crosses a socket.
 """
 
 from __future__ import annotations
@@ -11,13 +10,11 @@ from __future__ import annotations
 import io
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import uvicorn
 from PIL import Image
 
 from crossfeed.api.app import create_app
@@ -38,65 +35,6 @@ def picture(color: tuple[int, int, int]) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (32, 32), color).save(buf, format="PNG")
     return buf.getvalue()
-
-
-class Server:
-    """A uvicorn server on 127.0.0.1 in a thread; ``stop()`` shuts it down."""
-
-    def __init__(self, app: Any, sock: socket.socket | None = None) -> None:
-        self.sock = sock or socket.socket()
-        if sock is None:
-            self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app, log_level="critical", lifespan="on", timeout_graceful_shutdown=1
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def start(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("test server did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., str]]:
-    """``serve(app)`` -> its URL once it answers; ``serve(app, delay=s)`` -> its URL at once,
-    the port refusing connections until the server starts ``s`` seconds later."""
-    servers: list[Server] = []
-    timers: list[threading.Timer] = []
-
-    def start(app: Any, delay: float = 0.0) -> str:
-        server = Server(app)
-        servers.append(server)
-        if delay <= 0:
-            return server.start().url
-        timer = threading.Timer(delay, server.start)
-        timers.append(timer)
-        timer.start()
-        return server.url
-
-    yield start
-    for timer in timers:
-        timer.join()
-    for server in servers:
-        if server.thread.is_alive():
-            server.stop()
-        else:
-            server.sock.close()
 
 
 class FlakyIndex(InMemoryIndex):
