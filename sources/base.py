@@ -76,6 +76,12 @@ class Malformed:
 SourceEvent = Produce | Erase | Skip | Malformed
 
 
+def is_empty_post_error(errors: list[Any]) -> bool:
+    """Whether a Post's validation failed only because it has no text, tags or media
+    (a link card alone, a bare quote): nothing to index, skipped rather than dead-lettered."""
+    return bool(errors) and all("no text, tags or media" in str(e.get("msg")) for e in errors)
+
+
 # --------------------------------------------------------------------------- sink
 
 
@@ -194,7 +200,7 @@ class Connector(ABC):
         if self._warned_at is None or now - self._warned_at >= self.quiet_warn_s:
             self._warned_at = now
             log.warning(
-                "%s: no event from %s for %.0f s (%s)",
+                "%s: no event from %s for %.1f s (%s)",
                 self.source,
                 self.endpoint,
                 quiet,

@@ -32,7 +32,14 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from crossfeed.core.schema import MAX_MEDIA, MAX_TAGS, MediaItem, Post
-from crossfeed.sources.base import Erase, Malformed, Produce, Skip, SourceEvent
+from crossfeed.sources.base import (
+    Erase,
+    Malformed,
+    Produce,
+    Skip,
+    SourceEvent,
+    is_empty_post_error,
+)
 from crossfeed.sources.exceptions import MalformedEventError, SourceConfigError
 
 POST_COLLECTION = "app.bsky.feed.post"
@@ -245,7 +252,7 @@ def parse_message(raw: str | bytes, urls: BlobUrls) -> JetstreamMessage:
     except MalformedEventError as exc:
         return JetstreamMessage(time_us, key, Malformed(exc.label, exc.message, raw_bytes, uri))
     except ValidationError as exc:
-        if not record.get("text") and not record.get("embed"):
+        if is_empty_post_error(exc.errors()):
             return JetstreamMessage(time_us, key, Skip("empty_post"))
         first = exc.errors()[0]
         detail = f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}"

@@ -310,7 +310,8 @@ class MastodonConnector(Connector):
                             yield event
                     log.info("mastodon: %s closed the stream; reconnecting", self.streaming_url)
                 except _DROPS as exc:
-                    log.warning("mastodon: stream dropped (%s); reconnecting", exc or type(exc))
+                    reason = str(exc) or type(exc).__name__
+                    log.warning("mastodon: stream dropped (%s); reconnecting", reason)
                 except SSEError as exc:
                     raise SourceRefusedError(
                         f"{self.streaming_url}: not an event stream: {exc}"

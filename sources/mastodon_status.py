@@ -26,7 +26,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from crossfeed.core.schema import MAX_MEDIA, MAX_TAGS, MediaItem, Post
-from crossfeed.sources.base import Erase, Malformed, Produce, Skip, SourceEvent
+from crossfeed.sources.base import (
+    Erase,
+    Malformed,
+    Produce,
+    Skip,
+    SourceEvent,
+    is_empty_post_error,
+)
 from crossfeed.sources.exceptions import MalformedEventError
 
 SOURCE = "mastodon"
@@ -157,7 +164,7 @@ def status_event(status: Any, instance: str, raw: bytes) -> SourceEvent:
     except ValidationError as exc:
         first = exc.errors()[0]
         pid = post_id(instance, str(status.get("id")))
-        if not status.get("content") and not status.get("media_attachments"):
+        if is_empty_post_error(exc.errors()):
             return Skip("empty_post")
         detail = f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
         return Malformed("invalid_post", f"status {pid}: {detail}", raw, pid, "validate")
