@@ -307,16 +307,18 @@ class Connector(ABC):
             done, _ = await asyncio.wait(
                 {consume, housekeeping, stopper}, return_when=asyncio.FIRST_COMPLETED
             )
-            for task in (consume, housekeeping):
-                if task in done and task.exception() is not None:
-                    reason = f"failed: {task.exception()}"
-                    raise task.exception()  # type: ignore[misc]
+            for worker in (consume, housekeeping):
+                error = worker.exception() if worker in done else None
+                if error is not None:
+                    reason = f"failed: {error}"
+                    raise error
             if consume in done:
                 reason = "the stream ended"
         finally:
-            for task in (consume, housekeeping, stopper):
+            tasks: tuple[asyncio.Task[Any], ...] = (consume, housekeeping, stopper)
+            for task in tasks:
                 task.cancel()
-            for task in (consume, housekeeping, stopper):
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             self.set_connected(False)

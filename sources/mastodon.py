@@ -300,8 +300,8 @@ class MastodonConnector(Connector):
                 received = 0
                 try:
                     if self.catch_up and self.last_id is not None:
-                        async for event in self._catch_up(http):
-                            yield event
+                        async for caught in self._catch_up(http):
+                            yield caught
                     source = EventSource(_Tapped(response, self))  # type: ignore[arg-type]
                     async for sse in source.aiter_sse():
                         received += 1
