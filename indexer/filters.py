@@ -70,9 +70,7 @@ def _check_values(what: str, values: object, max_bytes: int) -> tuple[str, ...]:
     if len(values) > MAX_FILTER_VALUES:
         raise InvalidFilterError(f"{len(values)} {what}s, the limit is {MAX_FILTER_VALUES}")
     return tuple(
-        dict.fromkeys(
-            truncate_utf8(_check_text(what, v, 4 * max_bytes), max_bytes) for v in values
-        )
+        dict.fromkeys(truncate_utf8(_check_text(what, v, 4 * max_bytes), max_bytes) for v in values)
     )
 
 
