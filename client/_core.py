@@ -29,6 +29,7 @@ from crossfeed.client.exceptions import (
     ClientInputError,
     ConflictError,
     ConnectionFailedError,
+    ForbiddenError,
     InvalidCursorError,
     NotFoundError,
     ProtocolError,
@@ -232,7 +233,7 @@ def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> floa
 _BY_STATUS: dict[int, type[ApiResponseError]] = {
     400: BadRequestError,
     401: UnauthorizedError,
-    403: UnauthorizedError,
+    403: ForbiddenError,
     404: NotFoundError,
     409: ConflictError,
     413: BadRequestError,

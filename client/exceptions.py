@@ -9,7 +9,7 @@ status     exception
 =========  ==========================================================
 400, 413,  :class:`BadRequestError` (the request is wrong; never retried)
 415, 422   (:class:`InvalidCursorError` for a cursor from another query)
-401, 403   :class:`UnauthorizedError`
+401, 403   :class:`UnauthorizedError` (403: :class:`ForbiddenError`, the key lacks a scope)
 404        :class:`NotFoundError`
 409        :class:`ConflictError` (:class:`StaleCursorError`: the index changed
            under a cursor; start paging again)
@@ -87,6 +87,10 @@ class InvalidCursorError(BadRequestError):
 
 class UnauthorizedError(ApiResponseError):
     """The API wants an API key, or another one (401, 403)."""
+
+
+class ForbiddenError(UnauthorizedError):
+    """The API key is valid but lacks the scope this call needs (403)."""
 
 
 class NotFoundError(ApiResponseError, LookupError):

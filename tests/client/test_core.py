@@ -12,6 +12,7 @@ from crossfeed.client._core import error_from_response, parse_retry_after, retry
 from crossfeed.client.exceptions import (
     BadRequestError,
     ConflictError,
+    ForbiddenError,
     NotFoundError,
     RateLimitedError,
     ServerError,
@@ -41,7 +42,7 @@ def _error(kind: str, message: str) -> dict:
         (422, "BadRequestError", BadRequestError),
         (413, "PayloadTooLargeError", BadRequestError),
         (401, "Unauthorized", UnauthorizedError),
-        (403, "Forbidden", UnauthorizedError),
+        (403, "ForbiddenError", ForbiddenError),
         (429, "TooManyRequests", RateLimitedError),
         (503, "IndexUnavailableError", UnavailableError),
         (500, "InternalError", ServerError),
@@ -54,6 +55,10 @@ def test_errors_map_by_status_and_type(status: int, kind: str, cls: type) -> Non
     assert type(err) is cls
     assert err.status == status
     assert err.message == ("why" if kind else httpx.codes.get_reason_phrase(status))
+
+
+def test_forbidden_is_a_kind_of_unauthorized() -> None:
+    assert issubclass(ForbiddenError, UnauthorizedError)
 
 
 def test_a_type_never_widens_the_status_class() -> None:
