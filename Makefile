@@ -32,7 +32,7 @@ typecheck: $(STAMP)
 	mkdir -p .state/mypy && ln -sfn ../.. .state/mypy/crossfeed
 	MYPYPATH=.state/mypy $(BIN)/mypy -m crossfeed -m crossfeed.exceptions \
 	  -p crossfeed.core -p crossfeed.corpus -p crossfeed.indexer -p crossfeed.encoders -p crossfeed.retrieval -p crossfeed.train \
-	  -p crossfeed.streams -p crossfeed.api -p crossfeed.ops
+	  -p crossfeed.streams -p crossfeed.api -p crossfeed.client -p crossfeed.sources -p crossfeed.ops
 
 unit: $(STAMP)
 	$(BIN)/pytest -m "not integration"

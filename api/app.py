@@ -23,6 +23,7 @@ from crossfeed import __version__
 from crossfeed.api import health, routes, suggest
 from crossfeed.api.auth import Access, RateLimits, auth_enabled
 from crossfeed.api.cache import RedisSearchCache, SearchCache
+from crossfeed.api.cursor import CursorCodec
 from crossfeed.api.deps import AppState, authorize
 from crossfeed.api.errors import install_error_handlers
 from crossfeed.api.keys import KeyStore, RedisKeyStore
@@ -31,7 +32,7 @@ from crossfeed.api.models import SearchFilters, SearchRequest
 from crossfeed.api.suggest import SuggestTagsRequest
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
-from crossfeed.exceptions import CrossfeedError
+from crossfeed.exceptions import ConfigError, CrossfeedError
 from crossfeed.indexer.base import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,20 @@ async def _warm_index(state: AppState) -> None:
         log.warning("index not reachable at startup, will retry on first request: %s", exc)
 
 
+def _cursor_codec(settings: Settings) -> CursorCodec:
+    secret = settings.api.cursor_secret
+    if secret is None or not secret.get_secret_value():
+        log.info(
+            "search cursors are signed with a key of this process (set CROSSFEED_CURSOR_SECRET "
+            "when several API processes serve one address)"
+        )
+        return CursorCodec.random()
+    try:
+        return CursorCodec(secret.get_secret_value().encode("utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"CROSSFEED_CURSOR_SECRET: {exc}") from exc
+
+
 def create_app(
     settings: Settings,
     *,
@@ -82,6 +97,7 @@ def create_app(
     and ``rate_limits`` to Redis-backed limits of ``CROSSFEED_RATE_LIMIT``.
     """
     access = _access(settings, keys, rate_limits)
+    codec = _cursor_codec(settings)  # a bad secret stops here, before anything starts
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -104,6 +120,7 @@ def create_app(
                 index=idx,
                 cache=store,
                 metrics=metrics or ApiMetrics(),
+                cursors=codec,
             )
             app.state.crossfeed = state
             await _warm_index(state)

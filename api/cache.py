@@ -26,7 +26,7 @@ from crossfeed.indexer.epoch import AsyncIndexEpoch
 
 log = logging.getLogger(__name__)
 
-KEY_VERSION = "v1"  # bump when the cached payload's shape changes
+KEY_VERSION = "v2"  # bump when the cached payload's shape changes (v2: pages, sources)
 _BACKOFF_S = 5.0
 
 
@@ -48,8 +48,10 @@ def cache_key(
     top_k: int,
     epoch: int,
     model_version: str,
+    page: list[Any] | None = None,
 ) -> str:
-    """``<prefix>:search:v1:<sha256>`` over a canonical JSON of everything that shapes results."""
+    """``<prefix>:search:v2:<sha256>`` over a canonical JSON of everything that shapes results
+    (``page``: where the previous page ended, for the pages after the first)."""
     material = json.dumps(
         {
             "kind": kind,
@@ -58,6 +60,7 @@ def cache_key(
             "top_k": top_k,
             "epoch": epoch,
             "model": model_version,
+            "page": page,
         },
         sort_keys=True,
         separators=(",", ":"),

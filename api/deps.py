@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 
 from crossfeed.api.auth import Access
 from crossfeed.api.cache import SearchCache
+from crossfeed.api.cursor import CursorCodec
 from crossfeed.api.keys import ApiKey
 from crossfeed.api.metrics import ApiMetrics
 from crossfeed.core.settings import Settings
@@ -35,6 +36,8 @@ class AppState:
     index_ready: bool = False
     index_lock: anyio.Lock = field(default_factory=anyio.Lock)
     row_count_at: float = 0.0  # when /metrics last refreshed the row-count gauge
+    # Signs search cursors (CROSSFEED_CURSOR_SECRET, else a random key of this process).
+    cursors: CursorCodec = field(default_factory=CursorCodec.random)
 
 
 def get_state(request: Request) -> AppState:

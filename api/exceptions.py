@@ -73,3 +73,13 @@ class RateLimitedError(ApiError):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
         self.headers = {"Retry-After": str(int(retry_after_s))}
+
+
+class InvalidCursorError(BadRequestError):
+    """A search cursor that was altered, malformed, or sent with another query."""
+
+
+class StaleCursorError(ApiError):
+    """A search cursor from an older index epoch: the pages would no longer line up."""
+
+    status_code = 409

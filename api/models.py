@@ -1,7 +1,9 @@
 """Request and response bodies of the HTTP API (storage rows live in the indexer).
 
 Request models forbid unknown fields, so a misspelt filter is an error instead of
-being silently ignored; every string has a length bound.
+being silently ignored; every string has a length bound. Response models are what
+:mod:`crossfeed.client` returns too, so this module imports nothing heavy (no
+FastAPI, no numpy, no torch).
 """
 
 from __future__ import annotations
@@ -25,22 +27,34 @@ from crossfeed.indexer.base import SearchFilter
 
 Modality = Literal["text", "image", "video"]
 QueryKind = Literal["text", "image", "post"]
+SuggestQuery = Literal["image", "video", "post"]
 
 MAX_TAG_CHARS = 100
+MAX_FILTER_VALUES = 64  # sources or authors one filter may name
+MAX_CURSOR_CHARS = 2048
 # BCP 47-ish: "en", "pt-BR", "zh-Hant". Stored values are compared exactly.
 _LANG_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
 
-Tag = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=MAX_TAG_CHARS),
-    WithJsonSchema(
+
+def _printable(max_chars: int) -> WithJsonSchema:
+    """The schema of a string of 1..``max_chars`` characters without control characters,
+    as the model's validators check it."""
+    return WithJsonSchema(
         {
             "type": "string",
             "minLength": 1,
-            "maxLength": MAX_TAG_CHARS,
+            "maxLength": max_chars,
             "pattern": r"^[^\x00-\x1f\x7f]+$",
         }
-    ),
+    )
+
+
+Tag = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_TAG_CHARS), _printable(MAX_TAG_CHARS)
+]
+SourceName = Annotated[str, StringConstraints(min_length=1, max_length=100), _printable(100)]
+AuthorName = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS), _printable(MAX_ID_CHARS)
 ]
 
 
@@ -65,6 +79,16 @@ class SearchFilters(BaseModel):
     until: datetime | None = Field(default=None, description="exclusive, ISO-8601")
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     lang: str | None = Field(default=None, max_length=16, pattern=_LANG_PATTERN)
+    sources: list[SourceName] = Field(
+        default_factory=list,
+        max_length=MAX_FILTER_VALUES,
+        description="any of these sources, exactly as posts name them (e.g. bluesky, mastodon)",
+    )
+    authors: list[AuthorName] = Field(
+        default_factory=list,
+        max_length=MAX_FILTER_VALUES,
+        description="any of these authors, exactly as posts name them",
+    )
 
     @field_validator("since", "until", mode="before")
     @classmethod
@@ -94,6 +118,11 @@ class SearchFilters(BaseModel):
                 out.append(tag)
         return out
 
+    @field_validator("sources", "authors")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(_no_control_chars(x, "filter value") for x in v))
+
     @model_validator(mode="after")
     def _range(self) -> SearchFilters:
         if self.since and self.until and self.since >= self.until:
@@ -109,6 +138,8 @@ class SearchFilters(BaseModel):
             until_ms=to_epoch_ms(self.until) if self.until else None,
             tags=tuple(self.tags),
             lang=self.lang,
+            sources=tuple(self.sources),
+            authors=tuple(self.authors),
             exclude_post_ids=exclude_post_ids,
             model_version=model_version,
         )
@@ -121,6 +152,8 @@ class SearchFilters(BaseModel):
             "until": to_epoch_ms(self.until) if self.until else None,
             "tags": sorted(self.tags),
             "lang": self.lang,
+            "sources": sorted(self.sources),
+            "authors": sorted(self.authors),
         }
 
 
@@ -166,6 +199,12 @@ class SearchRequest(BaseModel):
     )
     filters: SearchFilters = Field(default_factory=SearchFilters)
     top_k: int = Field(default=10, ge=1)
+    cursor: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_CURSOR_CHARS,
+        description="next_cursor of the previous page, sent with the same query and filters",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -211,6 +250,8 @@ class SearchResult(BaseModel):
         default=None, description="the matching part of a video, when a moment matched best"
     )
     created_at: datetime
+    author: str = ""
+    source: str | None = Field(default=None, description="None: indexed before it was stored")
 
 
 class SearchResponse(BaseModel):
@@ -221,6 +262,11 @@ class SearchResponse(BaseModel):
     query: QueryKind
     top_k: int
     took_ms: float
+    next_cursor: str | None = Field(
+        default=None,
+        description="send it back as 'cursor' (same query) for the next page; None: last page. "
+        "Valid while the index epoch is unchanged (409 after that)",
+    )
 
 
 class PostItem(BaseModel):
@@ -237,11 +283,32 @@ class PostItem(BaseModel):
 class PostResponse(BaseModel):
     id: str
     author: str
+    source: str | None = Field(default=None, description="None: indexed before it was stored")
     text: str
     tags: list[str]
     lang: str | None
     created_at: datetime
     items: list[PostItem]
+
+
+class TagScore(BaseModel):
+    tag: str
+    score: float = Field(description="in [0, 1]: weighted neighbour vote, mixed with p(tag)")
+    support: int = Field(description="how many neighbour posts carry the tag")
+
+
+class NeighbourPost(BaseModel):
+    post_id: str
+    score: float = Field(description="cosine similarity of the post's closest item")
+
+
+class SuggestTagsResponse(BaseModel):
+    tags: list[TagScore]
+    neighbours: list[NeighbourPost]
+    query: SuggestQuery
+    model_version: str
+    used_posterior: bool = Field(description="the head's tag posterior was mixed in")
+    took_ms: float
 
 
 class CheckResult(BaseModel):

@@ -25,6 +25,7 @@ from crossfeed.api.deps import (
 )
 from crossfeed.api.exceptions import BadRequestError, NotFoundError, UnsupportedMediaTypeError
 from crossfeed.api.models import (
+    MAX_CURSOR_CHARS,
     PRINTABLE_ID,
     ErrorResponse,
     PostItem,
@@ -60,6 +61,11 @@ _SEARCH_BODY_DOC: dict[str, Any] = {
                             "description": "JSON object, see SearchFilters",
                         },
                         "top_k": {"type": "integer", "minimum": 1},
+                        "cursor": {
+                            "type": "string",
+                            "maxLength": MAX_CURSOR_CHARS,
+                            "description": "next_cursor of a page",
+                        },
                     },
                 }
             },
@@ -92,11 +98,19 @@ async def _parse_search(request: Request, max_upload_bytes: int) -> Query:
         except ValidationError as exc:
             raise _validation_error(exc, "search request") from exc
         if body.text is not None:
-            return Query.for_text(body.text, body.top_k, body.filters)
-        return Query(kind="post", top_k=body.top_k, filters=body.filters, post_id=body.post_id)
+            return Query.for_text(body.text, body.top_k, body.filters, body.cursor)
+        return Query(
+            kind="post",
+            top_k=body.top_k,
+            filters=body.filters,
+            post_id=body.post_id,
+            cursor=body.cursor,
+        )
     if content_type == "multipart/form-data":
         data, fields = await read_upload_form(
-            request, max_file_bytes=max_upload_bytes, allowed_fields=frozenset({"filters", "top_k"})
+            request,
+            max_file_bytes=max_upload_bytes,
+            allowed_fields=frozenset({"filters", "top_k", "cursor"}),
         )
         try:
             filters = SearchFilters.model_validate_json(fields.get("filters") or "{}")
@@ -106,7 +120,10 @@ async def _parse_search(request: Request, max_upload_bytes: int) -> Query:
             top_k = int(fields.get("top_k") or 10)
         except ValueError as exc:
             raise BadRequestError("top_k must be an integer") from exc
-        return Query(kind="image", top_k=top_k, filters=filters, image=data)
+        cursor = fields.get("cursor") or None
+        if cursor is not None and len(cursor) > MAX_CURSOR_CHARS:
+            raise BadRequestError(f"cursor is longer than {MAX_CURSOR_CHARS} characters")
+        return Query(kind="image", top_k=top_k, filters=filters, image=data, cursor=cursor)
     raise UnsupportedMediaTypeError(
         "send application/json ({'text': ...} or {'post_id': ...}) "
         "or multipart/form-data with an image in 'file'"
@@ -135,6 +152,10 @@ async def search(
     the post's stored text vector (else its first media vector) and never returns
     the post itself. ``cached`` tells whether the answer came from the cache;
     ``epoch`` and ``model_version`` identify the index state it reflects.
+
+    Pages: ``next_cursor`` (None on the last page) sent back as ``cursor`` with the
+    same query and filters returns the next ``top_k`` posts; it stays valid while
+    the index epoch is unchanged (409 after that; 422 with another query).
     """
     query = await _parse_search(request, settings.api.max_upload_bytes)
     _check_top_k(query.top_k, settings.api.max_top_k)
@@ -147,6 +168,8 @@ async def search(
         max_upload_bytes=settings.api.max_upload_bytes,
         max_image_pixels=settings.encoder.max_image_pixels,
         retry_budget_s=settings.api.retry_budget_s,
+        cursors=state.cursors,
+        max_depth=settings.api.max_search_depth,
     )
     return await run_search(ctx, query)
 
@@ -167,6 +190,7 @@ async def get_post(
     return PostResponse(
         id=post_id,
         author=main.author,
+        source=main.source or None,
         text=main.text,
         tags=list(main.tags),
         lang=main.lang or None,

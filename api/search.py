@@ -1,4 +1,5 @@
-"""Search orchestration: cache look-up, query vector, filtered index search, per-post dedupe.
+"""Search orchestration: cache look-up, query vector, filtered index search, per-post dedupe,
+pages (see :mod:`crossfeed.api.cursor`).
 
 Kept apart from the routes so it can be called (and tested) without HTTP. Every
 blocking step (image decoding, embedding, index calls) runs in a worker thread;
@@ -20,6 +21,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from crossfeed.api.cache import SearchCache, cache_key, normalize_text_query
+from crossfeed.api.cursor import CursorCodec, Page, query_fingerprint
+from crossfeed.api.exceptions import BadRequestError
 from crossfeed.api.metrics import ApiMetrics
 from crossfeed.api.models import (
     MomentSpan,
@@ -47,10 +50,19 @@ class Query:
     text: str | None = None
     image: bytes | None = None
     post_id: str | None = None
+    cursor: str | None = None  # the previous page's next_cursor
 
     @classmethod
-    def for_text(cls, text: str, top_k: int, filters: SearchFilters) -> Query:
-        return cls(kind="text", top_k=top_k, filters=filters, text=normalize_text_query(text))
+    def for_text(
+        cls, text: str, top_k: int, filters: SearchFilters, cursor: str | None = None
+    ) -> Query:
+        return cls(
+            kind="text",
+            top_k=top_k,
+            filters=filters,
+            text=normalize_text_query(text),
+            cursor=cursor,
+        )
 
     def identity(self) -> str:
         """The normalised query as it enters the cache key."""
@@ -75,6 +87,8 @@ class SearchContext:
     encode_limiter: anyio.CapacityLimiter
     max_upload_bytes: int
     max_image_pixels: int
+    cursors: CursorCodec
+    max_depth: int = 1000  # posts a query can be paged to
     retry_budget_s: float = 0.0
 
 
@@ -97,6 +111,8 @@ def _to_result(hit: Hit) -> SearchResult:
         media_ref=row.media_ref or None,
         moment=moment_span(row),
         created_at=datetime.fromtimestamp(row.created_at_ms / 1000, tz=UTC),
+        author=row.author,
+        source=row.source or None,
     )
 
 
@@ -129,26 +145,41 @@ async def _query_vector(ctx: SearchContext, query: Query) -> list[float]:
 
 
 async def run_search(ctx: SearchContext, query: Query) -> SearchResponse:
-    """Answer ``query`` from the cache when possible, else search and fill the cache."""
+    """Answer ``query`` (one page of it) from the cache when possible, else search and fill
+    the cache. A bad or foreign cursor raises InvalidCursorError, an old one StaleCursorError.
+    """
     started = time.perf_counter()
     version = ctx.embedder.version
     epoch = await ctx.cache.epoch()
+    # An image is hashed off the event loop: an upload may be up to 10 MiB.
+    identity = (
+        await anyio.to_thread.run_sync(query.identity)
+        if query.kind == "image"
+        else query.identity()
+    )
+    canonical = query.filters.canonical()
+    fingerprint = query_fingerprint(
+        kind=query.kind, identity=identity, filters=canonical, model_version=version
+    )
+    page = (
+        ctx.cursors.decode(query.cursor, fingerprint=fingerprint, epoch=epoch)
+        if query.cursor is not None
+        else None
+    )
+    offset = page.offset if page is not None else 0
+    if offset >= ctx.max_depth:
+        raise BadRequestError(f"paging stops after {ctx.max_depth} results")
     key: str | None = None
     if epoch is not None:
-        # An image is hashed off the event loop: an upload may be up to 10 MiB.
-        identity = (
-            await anyio.to_thread.run_sync(query.identity)
-            if query.kind == "image"
-            else query.identity()
-        )
         key = cache_key(
             ctx.cache.prefix,
             kind=query.kind,
             query=identity,
-            filters=query.filters.canonical(),
+            filters=canonical,
             top_k=query.top_k,
             epoch=epoch,
             model_version=version,
+            page=None if page is None else [page.offset, page.last_score, page.last_post_id],
         )
         cached = await ctx.cache.get(key)
         if cached is not None:
@@ -164,15 +195,33 @@ async def run_search(ctx: SearchContext, query: Query) -> SearchResponse:
     vector = await _query_vector(ctx, query)
     exclude = (query.post_id,) if query.post_id is not None else ()
     flt = query.filters.to_index_filter(model_version=version, exclude_post_ids=exclude)
-    hits = await engine_call(ctx.retry_budget_s, collect_hits, ctx.index, vector, query.top_k, flt)
+    # Every post up to the end of this page, plus one to tell whether another page exists.
+    depth = min(offset + query.top_k, ctx.max_depth)
+    hits = await engine_call(ctx.retry_budget_s, collect_hits, ctx.index, vector, depth + 1, flt)
+    if page is not None:
+        hits = [h for h in hits if page.after(h.score, h.row.post_id)]
+    shown = hits[: max(0, depth - offset)]
+    next_cursor = None
+    if len(hits) > len(shown) and shown and offset + len(shown) < ctx.max_depth:
+        last = shown[-1]
+        next_cursor = ctx.cursors.encode(
+            Page(
+                offset=offset + len(shown),
+                epoch=epoch,
+                last_score=float(last.score),
+                last_post_id=last.row.post_id,
+            ),
+            fingerprint,
+        )
     response = SearchResponse(
-        results=[_to_result(h) for h in hits],
+        results=[_to_result(h) for h in shown],
         cached=False,
         epoch=epoch,
         model_version=version,
         query=query.kind,
         top_k=query.top_k,
         took_ms=0.0,
+        next_cursor=next_cursor,
     )
     if key is not None:
         await ctx.cache.set(key, response.model_dump(mode="json", exclude={"cached", "took_ms"}))

@@ -15,7 +15,7 @@ version is a tag space its own tag posterior is mixed in.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import numpy as np
@@ -24,7 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from crossfeed.api.deps import EncoderDep, IndexDep, SettingsDep, StateDep
 from crossfeed.api.exceptions import BadRequestError, UnsupportedMediaTypeError
-from crossfeed.api.models import PRINTABLE_ID, ErrorResponse
+from crossfeed.api.models import (
+    PRINTABLE_ID,
+    ErrorResponse,
+    NeighbourPost,
+    SuggestQuery,
+    SuggestTagsResponse,
+    TagScore,
+)
 from crossfeed.api.upload import read_json, read_upload_form
 from crossfeed.core.schema import MAX_ID_CHARS
 from crossfeed.core.settings import Settings
@@ -41,8 +48,6 @@ router = APIRouter(prefix="/v1")
 
 MAX_SUGGESTIONS = 50
 MAX_JSON_BYTES = 16 * 1024
-
-SuggestQuery = Literal["image", "video", "post"]
 
 _BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -90,26 +95,6 @@ class SuggestTagsRequest(BaseModel):
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
             raise ValueError("post_id contains control characters")
         return v
-
-
-class TagScore(BaseModel):
-    tag: str
-    score: float = Field(description="in [0, 1]: weighted neighbour vote, mixed with p(tag)")
-    support: int = Field(description="how many neighbour posts carry the tag")
-
-
-class NeighbourPost(BaseModel):
-    post_id: str
-    score: float = Field(description="cosine similarity of the post's closest item")
-
-
-class SuggestTagsResponse(BaseModel):
-    tags: list[TagScore]
-    neighbours: list[NeighbourPost]
-    query: SuggestQuery
-    model_version: str
-    used_posterior: bool = Field(description="the head's tag posterior was mixed in")
-    took_ms: float
 
 
 def _int_field(fields: dict[str, str], name: str, default: int, upper: int) -> int:

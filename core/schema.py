@@ -125,6 +125,8 @@ class VectorRecord(BaseModel):
     tags: list[str]
     lang: str | None
     media_ref: str | None
+    # The post's source (records written before it was carried have none).
+    source: str | None = None
     # Tags proposed by the stream's translation step for media of untagged posts
     # (best first); never mixed into ``tags``, which stay what the author wrote.
     suggested_tags: list[str] = Field(default_factory=list, max_length=MAX_SUGGESTED_TAGS)

@@ -97,6 +97,47 @@ class ApiSettings(_Base):
             raise ValueError(f"not a rate limit like '600/minute': {v!r}") from exc
         return v
 
+    # Paging: how deep a query can be followed (posts), and the key signing cursors
+    # (unset: a random key per process; API replicas behind one address need the same).
+    max_search_depth: int = Field(default=1000, ge=1, alias="CROSSFEED_MAX_SEARCH_DEPTH")
+    cursor_secret: SecretStr | None = Field(default=None, alias="CROSSFEED_CURSOR_SECRET")
+
+
+class ClientSettings(_Base):
+    """What :mod:`crossfeed.client` and the query commands (``crossfeed search``) use."""
+
+    # Empty: http://<CROSSFEED_API_HOST>:<CROSSFEED_API_PORT> (a wildcard host as 127.0.0.1).
+    url: str = Field(default="", alias="CROSSFEED_API_URL")
+    # Sent as the X-API-Key header when set.
+    api_key: SecretStr | None = Field(default=None, alias="CROSSFEED_API_KEY")
+    timeout_s: float = Field(default=30.0, gt=0, alias="CROSSFEED_CLIENT_TIMEOUT")
+    # Retries after the first try, for connection errors and 503 only.
+    retries: int = Field(default=3, ge=0, le=20, alias="CROSSFEED_CLIENT_RETRIES")
+
+    def resolved_url(self) -> str:
+        if self.url:
+            return self.url
+        api = ApiSettings()
+        host = "127.0.0.1" if api.host in ("", "0.0.0.0") else api.host
+        host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
+        return f"http://{host}:{api.port}"
+
+
+class SourceSettings(_Base):
+    """The connectors (``crossfeed ingest bluesky|mastodon``)."""
+
+    jetstream_url: str = Field(
+        default="wss://jetstream2.us-east.bsky.network/subscribe", alias="CROSSFEED_JETSTREAM_URL"
+    )
+    mastodon_url: str = Field(default="", alias="CROSSFEED_MASTODON_URL")
+    # A user access token (read scope); Mastodon 4.2+ wants one for every stream.
+    mastodon_token: SecretStr | None = Field(default=None, alias="MASTODON_ACCESS_TOKEN")
+    # Prometheus metrics of a connector on 127.0.0.1:<port> (0: a free port, shown in
+    # `crossfeed status`).
+    metrics_port: int = Field(default=0, ge=0, le=65535, alias="CROSSFEED_SOURCE_METRICS_PORT")
+    # No event (heartbeats count) for this long is logged as a warning.
+    quiet_warn_s: float = Field(default=30.0, gt=0, alias="CROSSFEED_SOURCE_QUIET_WARN")
+
 
 class EncoderSettings(_Base):
     # "auto" = CUDA when present, else CPU.

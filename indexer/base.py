@@ -31,6 +31,7 @@ class IndexRow:
     moment: int | None = None  # a video moment's number; None for a whole item
     start_ms: int | None = None  # the moment's span in the video, milliseconds
     end_ms: int | None = None
+    source: str = ""  # where the post came from ("bluesky", "mastodon", "clipart"...)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class SearchFilter:
     until_ms: int | None = None  # exclusive
     tags: Sequence[str] = ()  # any of these tags
     lang: str | None = None
+    sources: Sequence[str] = ()  # any of these sources (exact match)
+    authors: Sequence[str] = ()  # any of these authors (exact match)
     exclude_post_ids: Sequence[str] = field(default_factory=tuple)
     # Only rows embedded by this model version: vectors of different versions live in
     # different spaces, so mixing them would rank noise. None = any version.

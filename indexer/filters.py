@@ -17,11 +17,13 @@ from dataclasses import replace
 from crossfeed.indexer.base import IndexRow, SearchFilter
 from crossfeed.indexer.exceptions import InvalidFilterError
 from crossfeed.indexer.schema import (
+    AUTHOR_MAX_BYTES,
     ID_MAX_BYTES,
     LANG_MAX_BYTES,
     MAX_TAGS,
     MODALITIES,
     MODEL_VERSION_MAX_BYTES,
+    SOURCE_MAX_BYTES,
     TAG_MAX_BYTES,
     truncate_utf8,
 )
@@ -29,6 +31,8 @@ from crossfeed.indexer.schema import (
 # Bounds an exclusion list: a post-id query excludes one post; 1000 leaves room
 # for callers that exclude what they already showed, without unbounded expressions.
 MAX_EXCLUDED_POSTS = 1000
+# Sources and authors a filter may name (any of them matches).
+MAX_FILTER_VALUES = 64
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
@@ -59,6 +63,17 @@ def _check_ms(what: str, value: object) -> int | None:
     return value
 
 
+def _check_values(what: str, values: object, max_bytes: int) -> tuple[str, ...]:
+    """Distinct, checked values of an any-of filter, cut like the stored field."""
+    if isinstance(values, str) or not isinstance(values, list | tuple):
+        raise InvalidFilterError(f"{what}s must be a list of strings")
+    if len(values) > MAX_FILTER_VALUES:
+        raise InvalidFilterError(f"{len(values)} {what}s, the limit is {MAX_FILTER_VALUES}")
+    return tuple(
+        dict.fromkeys(truncate_utf8(_check_text(what, v, 4 * max_bytes), max_bytes) for v in values)
+    )
+
+
 def validate_filter(flt: SearchFilter) -> SearchFilter:
     """A checked copy of ``flt``, or :class:`InvalidFilterError`.
 
@@ -81,6 +96,8 @@ def validate_filter(flt: SearchFilter) -> SearchFilter:
         )
     )
     lang = None if flt.lang is None else _check_text("lang", flt.lang, LANG_MAX_BYTES)
+    sources = _check_values("source", flt.sources, SOURCE_MAX_BYTES)
+    authors = _check_values("author", flt.authors, AUTHOR_MAX_BYTES)
     if len(flt.exclude_post_ids) > MAX_EXCLUDED_POSTS:
         raise InvalidFilterError(f"more than {MAX_EXCLUDED_POSTS} excluded posts")
     excluded = tuple(
@@ -98,6 +115,8 @@ def validate_filter(flt: SearchFilter) -> SearchFilter:
         until_ms=until,
         tags=tags,
         lang=lang,
+        sources=sources,
+        authors=authors,
         exclude_post_ids=excluded,
         model_version=version,
     )
@@ -132,6 +151,10 @@ def build_expression(flt: SearchFilter) -> str:
         parts.append(f"array_contains_any(tags, {_string_list(list(f.tags))})")
     if f.lang is not None:
         parts.append(f"lang == {quote(f.lang)}")
+    if f.sources:
+        parts.append(f"source in {_string_list(list(f.sources))}")
+    if f.authors:
+        parts.append(f"author in {_string_list(list(f.authors))}")
     if f.model_version is not None:
         parts.append(f"model_version == {quote(f.model_version)}")
     if f.exclude_post_ids:
@@ -155,6 +178,10 @@ def matches(row: IndexRow, flt: SearchFilter) -> bool:
     if flt.tags and not set(flt.tags).intersection(row.tags):
         return False
     if flt.lang is not None and row.lang != flt.lang:
+        return False
+    if flt.sources and row.source not in flt.sources:
+        return False
+    if flt.authors and row.author not in flt.authors:
         return False
     if flt.model_version is not None and row.model_version != flt.model_version:
         return False

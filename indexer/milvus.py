@@ -30,6 +30,7 @@ from crossfeed.indexer.exceptions import (
     IndexOperationError,
     IndexSchemaError,
     IndexUnavailableError,
+    InvalidFilterError,
     VectorIndexError,
 )
 from crossfeed.indexer.filters import build_expression, post_expression
@@ -45,6 +46,7 @@ from crossfeed.indexer.schema import (
     MOMENT_FIELDS,
     OPTIONAL_FIELDS,
     SCALAR_FIELDS,
+    SOURCE_MAX_BYTES,
     TAG_MAX_BYTES,
     TEXT_MAX_BYTES,
     VECTOR_FIELD,
@@ -222,6 +224,7 @@ class MilvusIndex(VectorIndex):
         )
         for name in ("moment", "start_ms", "end_ms"):  # -1 = not a moment
             schema.add_field(name, DataType.INT64)
+        schema.add_field("source", DataType.VARCHAR, max_length=SOURCE_MAX_BYTES)
         return schema
 
     @property
@@ -337,6 +340,11 @@ class MilvusIndex(VectorIndex):
         if not 1 <= top_k <= MAX_TOP_K:
             raise IndexOperationError(f"top_k must be in 1..{MAX_TOP_K}, got {top_k}")
         query = check_vector(vector, self._dim, "query vector")
+        if flt.sources and "source" in self._absent:
+            raise InvalidFilterError(
+                f"collection {self._collection!r} was created before posts' source was stored, "
+                "so it cannot filter by source; back-fill a fresh collection (crossfeed reindex)"
+            )
         expr = build_expression(flt)  # validates; raises InvalidFilterError
         params = {"metric_type": METRIC, "params": {"ef": max(self._settings.hnsw_ef, top_k)}}
         result = self._call(

@@ -29,6 +29,7 @@ MODEL_VERSION_MAX_BYTES = 128
 MEDIA_REF_MAX_BYTES = 2048
 TEXT_MAX_BYTES = 8192
 TAG_MAX_BYTES = 256
+SOURCE_MAX_BYTES = 512  # the wire schema allows 100 characters
 MAX_TAGS = 64  # matches the wire schema's limit
 MAX_SUGGESTED_TAGS = 16  # matches the wire schema's limit for machine-proposed tags
 
@@ -49,11 +50,14 @@ SCALAR_FIELDS: tuple[str, ...] = (
     "moment",
     "start_ms",
     "end_ms",
+    "source",
 )
 VECTOR_FIELD = "vector"
 # Fields added after the first release: a collection created before them still
 # works (without them) instead of refusing to start; everything else is required.
-OPTIONAL_FIELDS: frozenset[str] = frozenset({"suggested_tags", "moment", "start_ms", "end_ms"})
+OPTIONAL_FIELDS: frozenset[str] = frozenset(
+    {"suggested_tags", "moment", "start_ms", "end_ms", "source"}
+)
 MOMENT_FIELDS: frozenset[str] = frozenset({"moment", "start_ms", "end_ms"})
 # Stored for "not a moment" (Milvus 2.3 scalar fields cannot be null).
 NO_MOMENT = -1
@@ -128,6 +132,7 @@ def prepare_row(row: IndexRow, dim: int) -> IndexRow:
         model_version=truncate_utf8(row.model_version or "", MODEL_VERSION_MAX_BYTES),
         media_ref=truncate_utf8(row.media_ref or "", MEDIA_REF_MAX_BYTES),
         suggested_tags=suggested,
+        source=truncate_utf8(row.source or "", SOURCE_MAX_BYTES),
     )
 
 
@@ -173,6 +178,7 @@ def row_to_entity(row: IndexRow, absent: frozenset[str] = frozenset()) -> dict[s
         "moment": _stored(row.moment),
         "start_ms": _stored(row.start_ms),
         "end_ms": _stored(row.end_ms),
+        "source": row.source,
     }
     for name in absent & OPTIONAL_FIELDS:
         entity.pop(name, None)
@@ -202,4 +208,5 @@ def entity_to_row(entity: dict[str, object]) -> IndexRow:
         moment=_loaded(entity.get("moment")),
         start_ms=_loaded(entity.get("start_ms")),
         end_ms=_loaded(entity.get("end_ms")),
+        source=str(entity.get("source") or ""),
     )

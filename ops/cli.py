@@ -22,11 +22,14 @@ _COMMAND_MODULES = (
     "crossfeed.ops.engines.control",  # up, down, status
     "crossfeed.ops.data.corpus",  # corpus
     "crossfeed.ops.data.produce",  # produce
+    "crossfeed.ops.data.replay",  # replay
+    "crossfeed.ops.data.ingest",  # ingest bluesky|mastodon
     "crossfeed.ops.data.reindex",  # reindex
     "crossfeed.ops.data.collections",  # collections
     "crossfeed.ops.data.keys",  # keys
     "crossfeed.ops.run.serve",  # worker, serve
     "crossfeed.ops.run.demo",  # demo
+    "crossfeed.ops.query.cli",  # search, post
     "crossfeed.train.cli",  # train, eval
     "crossfeed.ops.bench.cli",  # bench
 )

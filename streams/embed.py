@@ -346,6 +346,7 @@ class EmbedStage:
             tags=list(clean.hashtags),
             lang=post.lang,
             media_ref=ref,
+            source=post.source,
         )
 
 

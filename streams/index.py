@@ -80,6 +80,7 @@ def to_index_row(record: VectorRecord) -> IndexRow:
         moment=record.moment,
         start_ms=None if record.start_s is None else round(record.start_s * 1000),
         end_ms=None if record.end_s is None else round(record.end_s * 1000),
+        source=record.source or "",
     )
 
 

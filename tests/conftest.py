@@ -1,7 +1,9 @@
 """Fixtures shared by all tests.
 
-``engines`` (session scope) makes the three engines reachable at the URLs the
-environment configures: whatever is not already running is started with
+``serve`` runs an ASGI app with uvicorn on a loopback port (tests of HTTP clients
+talk to a real server, never to a mock). ``engines`` (session scope) makes the three
+engines reachable at the URLs the environment configures: whatever is not already
+running is started with
 :func:`crossfeed.ops.engines.control.up`, pidfiles under ``<repo>/.state/test``, and only
 that is stopped at the end. If an engine cannot be started the requesting tests
 *error*: integration tests never skip silently. Only integration tests request it,
@@ -11,10 +13,13 @@ so unit tests never start anything.
 from __future__ import annotations
 
 import re
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -45,6 +50,68 @@ def settings() -> Settings:
 def unique_name() -> Callable[[str], str]:
     """``unique_name("infra")`` -> ``"infra_1a2b3c4d5e"`` (see :func:`make_name`)."""
     return make_name
+
+
+class Server:
+    """A uvicorn server on 127.0.0.1 in a thread (``serve`` fixture); ``stop()`` ends it."""
+
+    def __init__(self, app: Any, sock: socket.socket | None = None) -> None:
+        self.sock = sock or socket.socket()
+        if sock is None:
+            self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        import uvicorn
+
+        config = uvicorn.Config(
+            app, log_level="critical", lifespan="on", timeout_graceful_shutdown=1
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def start(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., str]]:
+    """``serve(app)`` -> the URL of an ASGI app served by uvicorn on 127.0.0.1 once it
+    answers; ``serve(app, delay=s)`` -> its URL at once, the port refusing connections
+    until the server starts ``s`` seconds later. Stopped after the test."""
+    servers: list[Server] = []
+    timers: list[threading.Timer] = []
+
+    def start(app: Any, delay: float = 0.0) -> str:
+        server = Server(app)
+        servers.append(server)
+        if delay <= 0:
+            return server.start().url
+        timer = threading.Timer(delay, server.start)
+        timers.append(timer)
+        timer.start()
+        return server.url
+
+    yield start
+    for timer in timers:
+        timer.join()
+    for server in servers:
+        if server.thread.is_alive():
+            server.stop()
+        else:
+            server.sock.close()
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ Sub-commands::
     crossfeed bench encoders   # load time; texts/images/videos per second
     crossfeed bench ingest     # rows/s per modality and freshness through the pipeline
     crossfeed bench query      # API latency, uncached vs cached, per query kind
+    crossfeed bench sources    # connector throughput, Jetstream frames -> Kafka
     crossfeed bench all        # all of the above, one combined report
 
 Each writes ``<out>/<name>.json``, ``<out>/<name>.md`` and ``<out>/<name>.png``
@@ -96,6 +97,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--collection", default=None, help="query this existing collection instead of building one"
     )
     p.set_defaults(func=_cmd_query)
+
+    p = bsub.add_parser("sources", help="connector throughput: Jetstream frames -> Kafka")
+    _common(p)
+    p.add_argument("--frames", type=int, default=5000, help="frames per run (default 5000)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per sink (default 3)")
+    p.set_defaults(func=_cmd_sources)
 
     p = bsub.add_parser("all", help="every bench, one combined report")
     _common(p)
@@ -208,6 +215,24 @@ def _ingest_params(args: argparse.Namespace, corpus: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- commands
+
+
+def _cmd_sources(args: argparse.Namespace) -> int:
+    from crossfeed.ops.bench.sources import run_sources_bench
+    from crossfeed.ops.exceptions import BenchError
+
+    if args.frames < 1 or args.repeats < 1:
+        raise BenchError("--frames and --repeats must be positive")
+    settings = _settings()
+    _check_engines(settings)
+    report = run_sources_bench(
+        settings,
+        frames=args.frames,
+        repeats=args.repeats,
+        seed=args.seed,
+        progress=_progress(args),
+    )
+    return _emit(report, args, _out_dir(args, settings))
 
 
 def _cmd_engines(args: argparse.Namespace) -> int:

@@ -114,11 +114,23 @@ def plot_query(ax: Any, results: dict[str, Any]) -> bool:
     return True
 
 
+def plot_sources(ax: Any, results: dict[str, Any]) -> bool:
+    modes = {n: m for n, m in (results.get("modes") or {}).items() if m.get("summary")}
+    if not modes:
+        return False
+    s = [m["summary"] for m in modes.values()]
+    _bars(ax, list(modes), [x["p50"] for x in s], [x["min"] for x in s], [x["max"] for x in s])
+    _log_y(ax, "Jetstream events / s (log)")
+    ax.set_title("Bluesky connector throughput (median, min-max)")
+    return True
+
+
 PANELS: dict[str, Callable[[Any, dict[str, Any]], bool]] = {
     "engines": plot_engines,
     "encoders": plot_encoders,
     "ingest": plot_ingest,
     "query": plot_query,
+    "sources": plot_sources,
 }
 
 

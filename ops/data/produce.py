@@ -56,12 +56,14 @@ def produce(
     create_topics: bool = True,
     linger_ms: int = 20,
     timeout_s: float = 60.0,
+    total: int | None = None,
 ) -> int:
     """Send ``posts`` to ``topic`` (default ``settings.topic_raw``); return how many.
 
     Raises :class:`ProduceError` when the broker is unreachable or any post was not
     acknowledged (after flushing, so the count of failures is exact), and
-    :class:`InvalidInputError` for a post larger than the message limit.
+    :class:`InvalidInputError` for a post larger than the message limit. ``total`` (when
+    known) gives the progress bar its end.
     """
     from kafka import KafkaProducer
     from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
@@ -92,7 +94,7 @@ def produce(
     failures: list[BaseException] = []
     sent = 0
     try:
-        with tqdm(desc=f"produce {topic}", unit="post", disable=not progress) as bar:
+        with tqdm(desc=f"produce {topic}", unit="post", total=total, disable=not progress) as bar:
             for item in posts:
                 if failures:
                     break  # stop early; the error is raised below after the flush

@@ -353,7 +353,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=30.0, help="SIGTERM grace period (s)")
     p.set_defaults(func=_cmd_down)
 
-    p = sub.add_parser("status", help="show each engine: URL, reachable, started by us")
+    p = sub.add_parser(
+        "status", help="show each engine (URL, reachable, started by us) and each connector"
+    )
     p.add_argument("engines", nargs="*", metavar="ENGINE", help=engine_help)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_status)
@@ -380,12 +382,23 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    """Exit 0 when every engine is reachable, 1 otherwise (handy in scripts)."""
+    """Exit 0 when every engine is reachable, 1 otherwise (handy in scripts). Connectors
+    (``crossfeed ingest``) of this state directory follow the engines: their liveness."""
+    from crossfeed.core.settings import StateSettings
+    from crossfeed.sources.state import read_statuses
+
     statuses = status(None, args.engines or ENGINES)
+    sources = [] if args.engines else read_statuses(StateSettings().state_dir)
     if args.json:
         rows = [{**asdict(st), "log_path": str(st.log_path or "")} for st in statuses]
+        rows += [
+            {"name": f"source:{src.source}", "alive": src.alive(), **src.to_json()}
+            for src in sources
+        ]
         print(json.dumps(rows, indent=1))
     else:
         for st in statuses:
             print(st.line())
+        for src in sources:
+            print(src.line())
     return 0 if all(st.reachable for st in statuses) else 1

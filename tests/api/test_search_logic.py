@@ -108,7 +108,7 @@ def test_cache_key_depends_on_everything_that_shapes_results() -> None:
         model_version="v1",
     )
     key = cache_key("pfx", **base)  # type: ignore[arg-type]
-    assert key.startswith("pfx:search:v1:")
+    assert key.startswith("pfx:search:v2:")
     # Filter order does not matter.
     same = {**base, "filters": SearchFilters(tags=["a", "b", "#A"]).canonical()}
     assert cache_key("pfx", **same) == key  # type: ignore[arg-type]

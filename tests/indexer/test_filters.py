@@ -82,6 +82,10 @@ def test_expression_has_every_clause() -> None:
         SearchFilter(lang="x" * 65),
         SearchFilter(exclude_post_ids=("\ud800",)),  # lone surrogate: not encodable
         SearchFilter(model_version=""),
+        SearchFilter(sources=("",)),
+        SearchFilter(sources="bluesky"),  # type: ignore[arg-type]  # a string, not a list
+        SearchFilter(authors=("a\nb",)),
+        SearchFilter(authors=tuple(f"a{i}" for i in range(65))),
     ],
 )
 def test_invalid_filters_are_refused(flt: SearchFilter) -> None:
@@ -114,6 +118,7 @@ def _row(**kw: object) -> IndexRow:
         lang="en",
         model_version="v1",
         media_ref="",
+        source="bluesky",
     )
     base.update(kw)
     return IndexRow(**base)  # type: ignore[arg-type]
@@ -131,7 +136,19 @@ def _row(**kw: object) -> IndexRow:
         (SearchFilter(lang="fr"), False),
         (SearchFilter(model_version="v2"), False),
         (SearchFilter(exclude_post_ids=("p",)), False),
+        (SearchFilter(sources=("bluesky", "mastodon")), True),  # any of
+        (SearchFilter(sources=("clipart",)), False),
+        (SearchFilter(authors=("a", "b")), True),
+        (SearchFilter(authors=("A",)), False),  # exact match
+        (SearchFilter(sources=("bluesky",), authors=("b",)), False),  # all given must hold
     ],
 )
 def test_matches(flt: SearchFilter, expected: bool) -> None:
     assert matches(_row(), validate_filter(flt)) is expected
+
+
+def test_source_and_author_clauses_escape_their_values() -> None:
+    expr = build_expression(SearchFilter(sources=("bluesky",), authors=('@x"y', "did:plc:a")))
+    assert expr == '(source in ["bluesky"]) and (author in ["@x\\"y", "did:plc:a"])'
+    # Values are de-duplicated, order kept.
+    assert validate_filter(SearchFilter(sources=("a", "b", "a"))).sources == ("a", "b")

@@ -141,3 +141,24 @@ def test_get_post_sorted_by_item_with_vectors(index: InMemoryIndex) -> None:
     assert [r.item for r in rows] == [0, 2]
     assert all(len(r.vector) == DIM for r in rows)
     assert index.get_post("missing") == []
+
+
+def test_source_and_author_filters_any_of(index: InMemoryIndex) -> None:
+    index.upsert(
+        [
+            _row("b1", source="bluesky", author="did:plc:one"),
+            _row("b2", source="bluesky", author="did:plc:two"),
+            _row("m1", source="mastodon", author="@ann@example.social"),
+            _row("old"),  # indexed before sources were stored
+        ]
+    )
+
+    def ids(flt: SearchFilter) -> set[str]:
+        return {h.row.post_id for h in index.search(_unit(1), 10, flt)}
+
+    assert ids(SearchFilter(sources=("bluesky",))) == {"b1", "b2"}
+    assert ids(SearchFilter(sources=("bluesky", "mastodon"))) == {"b1", "b2", "m1"}
+    assert ids(SearchFilter(authors=("did:plc:two", "@ann@example.social"))) == {"b2", "m1"}
+    assert ids(SearchFilter(sources=("mastodon",), authors=("did:plc:one",))) == set()
+    assert index.get_post("b1")[0].source == "bluesky"
+    assert index.get_post("old")[0].source == ""

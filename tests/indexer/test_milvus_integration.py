@@ -16,7 +16,11 @@ from pymilvus import CollectionSchema
 
 from crossfeed.core.settings import MilvusSettings
 from crossfeed.indexer.base import IndexRow, SearchFilter
-from crossfeed.indexer.exceptions import IndexSchemaError, IndexUnavailableError
+from crossfeed.indexer.exceptions import (
+    IndexSchemaError,
+    IndexUnavailableError,
+    InvalidFilterError,
+)
 from crossfeed.indexer.milvus import MilvusIndex
 from crossfeed.indexer.schema import TEXT_MAX_BYTES
 
@@ -120,6 +124,27 @@ def test_filtered_search(index: MilvusIndex) -> None:
 HOSTILE = ('a"b', "back\\slash", 'x"] or true or tags["', '\\"', "it's", "\\", 'x") or (1 == 1')
 
 
+def test_source_and_author_are_stored_and_filter(index: MilvusIndex) -> None:
+    target = _unit(7)
+    index.upsert(
+        [
+            _row("bsky", vector=target, source="bluesky", author="did:plc:abc"),
+            _row("masto", vector=target, source="mastodon", author="@bob@example.social"),
+            _row("quote", vector=target, source="mastodon", author='@ev"il'),
+        ]
+    )
+
+    def ids(flt: SearchFilter) -> set[str]:
+        return {h.row.post_id for h in index.search(target, 20, flt)}
+
+    assert ids(SearchFilter(sources=("bluesky",))) == {"bsky"}
+    assert ids(SearchFilter(sources=("mastodon",))) == {"masto", "quote"}
+    assert ids(SearchFilter(authors=('@ev"il', "did:plc:abc"))) == {"bsky", "quote"}
+    assert ids(SearchFilter(sources=("bluesky",), authors=("@bob@example.social",))) == set()
+    [stored] = index.get_post("bsky")
+    assert (stored.source, stored.author) == ("bluesky", "did:plc:abc")
+
+
 def test_hostile_values_are_matched_literally_and_cannot_inject(index: MilvusIndex) -> None:
     rows = [_row(f"t{i}", tags=(tag,)) for i, tag in enumerate(HOSTILE)]
     index.upsert([*rows, _row("bystander", tags=("plain",))])
@@ -205,7 +230,7 @@ def test_collection_from_before_suggested_tags_still_serves(
     settings = MilvusSettings(CROSSFEED_COLLECTION=unique_name("old_schema"))
     old = MilvusIndex(settings, consistency_level="Strong")
     today = old._schema(DIM)
-    newer = {"suggested_tags", "moment", "start_ms", "end_ms"}
+    newer = {"suggested_tags", "moment", "start_ms", "end_ms", "source"}
     schema = CollectionSchema(
         [f for f in today.fields if f.name not in newer], enable_dynamic_field=False
     )
@@ -226,6 +251,10 @@ def test_collection_from_before_suggested_tags_still_serves(
         assert list(stored.suggested_tags) == []  # not stored, and nothing failed
         assert index.get_post("v") == []
         assert index.search(row.vector, 1, SearchFilter())[0].row.post_id == "p"
+        # Authors were always stored, so they filter; a source filter asks for a re-index.
+        assert index.search(row.vector, 1, SearchFilter(authors=("alice",)))[0].row.post_id == "p"
+        with pytest.raises(InvalidFilterError, match="reindex"):
+            index.search(row.vector, 1, SearchFilter(sources=("bluesky",)))
         index.close()
     finally:
         client.drop_collection(settings.collection)

@@ -285,6 +285,9 @@ async def test_embed_media_vectors_and_corrupt_media_deadlettered(
         ("media-only", "image", 1),
         ("media-only", "text", 0),  # the hashtags still make a text vector
     ]
+    # Every item carries the post's source, so the index can filter by it.
+    sources = {CleanPost.model_validate_json(m).post.source for m in (good, media_only, bare)}
+    assert {r.source for r in records} == sources and None not in sources
     letters = {k: DeadLetter.model_validate_json(v) for k, v in pub.on(TOPICS.topic_deadletter)}
     assert set(letters) == {"bad-image", "bad-video"}
     assert (

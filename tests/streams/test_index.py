@@ -24,7 +24,9 @@ TOPICS = KafkaSettings()
 DIM = 8
 
 
-def _record(post_id: str, item: int = 0, dim: int = DIM, value: float = 1.0) -> bytes:
+def _record(
+    post_id: str, item: int = 0, dim: int = DIM, value: float = 1.0, source: str | None = None
+) -> bytes:
     now = datetime(2024, 5, 1, tzinfo=UTC)
     vector = [0.0] * dim
     vector[item % dim] = value
@@ -41,6 +43,7 @@ def _record(post_id: str, item: int = 0, dim: int = DIM, value: float = 1.0) -> 
         tags=["beach"],
         lang=None,
         media_ref=None,
+        source=source,
     )
     return record.model_dump_json().encode()
 
@@ -87,6 +90,15 @@ async def test_upsert_is_idempotent_and_bumps_epoch() -> None:
     row = index.get_post("a")[0]
     assert row.row_id == "a:text:0" and row.created_at_ms == 1714521600000 and row.lang == ""
     assert pub.messages == []
+    stage.close()
+
+
+async def test_source_reaches_the_index_and_old_records_have_none() -> None:
+    index = InMemoryIndex()
+    stage, _ = _stage(index, _Epoch())
+    await stage.handle_batch([_record("new", source="bluesky"), _record("old")])
+    assert index.get_post("new")[0].source == "bluesky"
+    assert index.get_post("old")[0].source == ""  # written before records carried it
     stage.close()
 
 

@@ -1,0 +1,1 @@
+"""The async client (hand-written; ``_sync`` is generated from it)."""

@@ -1,0 +1,298 @@
+"""The asynchronous crossfeed client, :class:`~crossfeed.client.AsyncClient`.
+
+Written by hand. The synchronous client is generated from this file by
+``python -m crossfeed.client.codegen``, so the two never drift apart. Requests are
+built and answers read by :mod:`crossfeed.client._operations` (shared); this class
+only sends them, with retries (:class:`~crossfeed.client.RetryPolicy`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+import stamina
+from pydantic import SecretStr
+
+from crossfeed.api.models import (
+    PostResponse,
+    ReadyResponse,
+    SearchResponse,
+    SearchResult,
+    SuggestTagsResponse,
+)
+from crossfeed.client import _operations as ops
+from crossfeed.client._async._io import monotonic, sleep
+from crossfeed.client._async.events import iter_events
+from crossfeed.client._core import (
+    ClientConfig,
+    Operation,
+    RetryPolicy,
+    ServerEvent,
+    retry_on,
+    transport_error,
+)
+from crossfeed.client._operations import Filters, ImageInput
+from crossfeed.client.exceptions import (
+    ClientError,
+    ClientInputError,
+    NotFoundError,
+    RequestTimeoutError,
+)
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """A client of the crossfeed query API (``async with AsyncClient() as client: ...``).
+
+    ``url`` defaults to ``CROSSFEED_API_URL`` (else the local API's host and port),
+    ``api_key`` to ``CROSSFEED_API_KEY`` (sent as ``X-API-Key``), ``timeout`` (seconds
+    per request, or an ``httpx.Timeout``) to ``CROSSFEED_CLIENT_TIMEOUT``; ``retry`` is a
+    :class:`RetryPolicy` or a number of retries (``CROSSFEED_CLIENT_RETRIES``).
+    Connection errors and 503 answers are retried with back-off; nothing else is.
+    Errors are :class:`~crossfeed.client.exceptions.ClientError` subclasses.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | SecretStr | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        retry: RetryPolicy | int | None = None,
+        headers: Mapping[str, str] | None = None,
+        event_read_timeout: float = 75.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._config = ClientConfig.build(
+            url,
+            api_key=api_key,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+            event_read_timeout_s=event_read_timeout,
+        )
+        self._http = httpx.AsyncClient(**self._config.httpx_kwargs(), transport=transport)
+
+    @property
+    def url(self) -> str:
+        return self._config.url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._config.url!r})"
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections (also done by leaving ``async with``)."""
+        await self._http.aclose()
+
+    async def _call(self, op: Operation[T]) -> T:
+        """Send ``op``, retrying per the policy, and read its answer."""
+        policy = self._config.retry
+        try:
+            async for attempt in stamina.retry_context(
+                on=retry_on(policy, idempotent=op.idempotent), **policy.stamina_kwargs()
+            ):
+                with attempt:
+                    response = await self._http.request(**op.request.httpx_kwargs())
+                    return op.parse(response)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self._config.url) from exc
+        raise AssertionError("unreachable")  # stamina either returned or raised
+
+    # ------------------------------------------------------------------ search
+
+    async def search(
+        self,
+        text: str | None = None,
+        *,
+        image: ImageInput | None = None,
+        post_id: str | None = None,
+        filters: Filters = None,
+        top_k: int = 10,
+        cursor: str | None = None,
+    ) -> SearchResponse:
+        """One page of posts nearest to a text, an image (bytes, a path, a binary file or a
+        PIL image) or an indexed post; ``filters`` is a ``SearchFilters`` or its dict
+        (``{"sources": ["bluesky"], "authors": [...], "tags": [...], "since": ...}``).
+        Pass a page's ``next_cursor`` as ``cursor`` (same query) for the next page."""
+        return await self._call(
+            ops.search(
+                text,
+                image=image,
+                post_id=post_id,
+                filters=filters,
+                top_k=top_k,
+                cursor=cursor,
+            )
+        )
+
+    async def search_pages(
+        self,
+        text: str | None = None,
+        *,
+        image: ImageInput | None = None,
+        post_id: str | None = None,
+        filters: Filters = None,
+        page_size: int = 10,
+        max_pages: int | None = None,
+    ) -> AsyncIterator[SearchResponse]:
+        """Every page of a search, first to last (or ``max_pages``). Raises
+        :class:`~crossfeed.client.exceptions.StaleCursorError` when the index changed
+        between two pages (start again)."""
+        media = ops.media_bytes(image)[1] if image is not None else None  # read once
+        cursor: str | None = None
+        pages = 0
+        while True:
+            page = await self.search(
+                text,
+                image=media,
+                post_id=post_id,
+                filters=filters,
+                top_k=page_size,
+                cursor=cursor,
+            )
+            yield page
+            pages += 1
+            cursor = page.next_cursor
+            if cursor is None or (max_pages is not None and pages >= max_pages):
+                return
+
+    async def iter_search(
+        self,
+        text: str | None = None,
+        *,
+        image: ImageInput | None = None,
+        post_id: str | None = None,
+        filters: Filters = None,
+        page_size: int = 10,
+        limit: int | None = None,
+    ) -> AsyncIterator[SearchResult]:
+        """Every result of a search across pages, best first (at most ``limit``)."""
+        if limit is not None and limit < 1:
+            raise ClientInputError("limit must be positive")
+        count = 0
+        async for page in self.search_pages(
+            text, image=image, post_id=post_id, filters=filters, page_size=page_size
+        ):
+            for result in page.results:
+                yield result
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+
+    # ------------------------------------------------------------------ posts, tags
+
+    async def get_post(self, post_id: str) -> PostResponse:
+        """A post's stored fields; :class:`~crossfeed.client.exceptions.NotFoundError`
+        when the index does not hold it."""
+        return await self._call(ops.get_post(post_id))
+
+    async def suggest_tags(
+        self,
+        image: ImageInput | None = None,
+        *,
+        video: ImageInput | None = None,
+        post_id: str | None = None,
+        top_k: int = 5,
+        neighbours: int = 20,
+    ) -> SuggestTagsResponse:
+        """Hashtags for an image, a video or an indexed post, from its nearest posts."""
+        return await self._call(
+            ops.suggest_tags(
+                image, video=video, post_id=post_id, top_k=top_k, neighbours=neighbours
+            )
+        )
+
+    # ------------------------------------------------------------------ health
+
+    async def health(self) -> bool:
+        """True when the API process answers ``/healthz``."""
+        return await self._call(ops.health())
+
+    async def ready(self) -> ReadyResponse:
+        """The API's engine checks (``status`` "ok" or "unavailable"); never raises for
+        "not ready"."""
+        return await self._call(ops.ready())
+
+    async def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.5) -> None:
+        """Return once ``/readyz`` says ok; :class:`RequestTimeoutError` naming the
+        failing checks after ``timeout`` seconds."""
+        deadline = monotonic() + timeout
+        reason = "no answer yet"
+        while True:
+            try:
+                state = await self.ready()
+                if state.status == "ok":
+                    return
+                reason = ", ".join(
+                    f"{name}: {check.detail or 'down'}"
+                    for name, check in state.checks.items()
+                    if not check.ok
+                )
+            except ClientError as exc:
+                if not exc.retriable:
+                    raise
+                reason = str(exc)
+            if monotonic() >= deadline:
+                raise RequestTimeoutError(f"API not ready after {timeout:.0f} s: {reason}")
+            await sleep(interval)
+
+    async def wait_for_posts(
+        self, post_ids: Iterable[str], timeout: float = 60.0, interval: float = 0.5
+    ) -> None:
+        """Return once every post is indexed (for demos and tests that just produced them);
+        :class:`RequestTimeoutError` naming those still missing after ``timeout`` seconds."""
+        missing = list(dict.fromkeys(post_ids))
+        deadline = monotonic() + timeout
+        while missing:
+            still: list[str] = []
+            for post_id in missing:
+                try:
+                    await self.get_post(post_id)
+                except NotFoundError:
+                    still.append(post_id)
+            missing = still
+            if not missing:
+                return
+            if monotonic() >= deadline:
+                raise RequestTimeoutError(
+                    f"{len(missing)} posts not indexed after {timeout:.0f} s: {missing[:5]}"
+                )
+            await sleep(interval)
+
+    # ------------------------------------------------------------------ event streams
+
+    def events(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        last_event_id: str | None = None,
+        max_reconnects: int | None = 10,
+    ) -> AsyncIterator[ServerEvent]:
+        """The server-sent events of ``GET path``, resuming with ``Last-Event-ID`` after a
+        dropped connection (see :mod:`crossfeed.client._async.events`)."""
+        if not path.startswith("/"):
+            raise ClientInputError(f"event path must start with '/', got {path!r}")
+        return iter_events(
+            self._http,
+            self._config,
+            path,
+            params=params,
+            last_event_id=last_event_id,
+            max_reconnects=max_reconnects,
+        )

@@ -1,0 +1,1 @@
+"""crossfeed.ops.query: commands for people at a terminal (`crossfeed search`, `crossfeed post`)."""
