@@ -149,6 +149,35 @@ class SearchResult(BaseModel):
         default=None, description="the matching part of a video, when a moment matched best"
     )
     created_at: datetime
+    thumbnail: str | None = Field(
+        default=None, description="URL of a small JPEG of the matching media (None: none kept)"
+    )
+
+
+class StageLagModel(BaseModel):
+    stage: str
+    topic: str
+    lag: int | None = Field(description="records not yet consumed (None: not known, see reason)")
+    reason: str | None = None
+
+
+class Freshness(BaseModel):
+    """How current the index is, as of this answer."""
+
+    indexed_through: datetime | None = Field(
+        default=None, description="event time (created_at) of the newest indexed post"
+    )
+    index_lag_s: float | None = Field(
+        default=None,
+        description="latest batch: seconds from produce (Kafka timestamp) to Milvus acceptance",
+    )
+    accepted_at: datetime | None = Field(
+        default=None, description="when Milvus accepted the latest batch"
+    )
+    consumer_lag: list[StageLagModel] = Field(
+        default_factory=list, description="per stage, where the broker reports it truthfully"
+    )
+    consumer_lag_at: datetime | None = Field(default=None, description="when lag was measured")
 
 
 class SearchResponse(BaseModel):
@@ -159,6 +188,9 @@ class SearchResponse(BaseModel):
     query: QueryKind
     top_k: int
     took_ms: float
+    freshness: Freshness | None = Field(
+        default=None, description="the index's freshness when this answer was given"
+    )
 
 
 class PostItem(BaseModel):
