@@ -20,10 +20,11 @@ from fastapi.openapi.utils import get_openapi
 from PIL import Image
 
 from crossfeed import __version__
-from crossfeed.api import health, routes, suggest
+from crossfeed.api import dashboard, health, media, routes, stats, subscriptions, suggest
 from crossfeed.api.cache import RedisSearchCache, SearchCache
 from crossfeed.api.deps import AppState
 from crossfeed.api.errors import install_error_handlers
+from crossfeed.api.live import CollectionLister, CollectionsCache, LiveServices
 from crossfeed.api.metrics import ApiMetrics
 from crossfeed.api.models import SearchFilters, SearchRequest
 from crossfeed.core.settings import Settings
@@ -52,6 +53,22 @@ def _build_index(settings: Settings) -> VectorIndex:
     return MilvusIndex(settings.milvus)
 
 
+def _collection_lister(
+    settings: Settings, index: VectorIndex, owned: VectorIndex | None
+) -> CollectionLister:
+    """Rows per collection: every collection of this deployment when the app talks to
+    Milvus itself; the injected index's own count otherwise (tests, embedded use)."""
+    if owned is not None:
+
+        def milvus() -> list[tuple[str, int | None, bool]]:
+            from crossfeed.indexer.collections import list_collections
+
+            return [(c.name, c.rows, c.serving) for c in list_collections(settings.milvus)]
+
+        return milvus
+    return lambda: [(settings.milvus.collection, index.count(), True)]
+
+
 async def _warm_index(state: AppState) -> None:
     """Make the index ready now if the engine answers; otherwise on first use."""
     try:
@@ -70,13 +87,18 @@ def create_app(
     index: VectorIndex | None = None,
     cache: SearchCache | None = None,
     metrics: ApiMetrics | None = None,
+    live: LiveServices | None = None,
 ) -> FastAPI:
-    """The crossfeed query API; pass any of the collaborators to replace the real ones."""
+    """The crossfeed query API; pass any of the collaborators to replace the real ones.
+
+    ``live``: subscriptions, thumbnails, freshness and activity (default: on Redis).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned_index: VectorIndex | None = None
         owned_cache: SearchCache | None = None
+        owned_live: LiveServices | None = None
         try:
             emb: Embedder = (
                 embedder
@@ -87,17 +109,24 @@ def create_app(
             owned_index = None if index is not None else idx
             store = cache or RedisSearchCache.from_settings(settings.redis)
             owned_cache = None if cache is not None else store
+            services = live or LiveServices.from_settings(settings)
+            owned_live = None if live is not None else services
             state = AppState(
                 settings=settings,
                 embedder=emb,
                 index=idx,
                 cache=store,
                 metrics=metrics or ApiMetrics(),
+                live=services,
+                collections=CollectionsCache(_collection_lister(settings, idx, owned_index)),
+                route_paths=frozenset(getattr(r, "path", "") for r in app.routes),
             )
             app.state.crossfeed = state
             await _warm_index(state)
             yield
         finally:
+            if owned_live is not None:
+                await owned_live.close()
             if owned_cache is not None:
                 await owned_cache.close()
             if owned_index is not None:
@@ -110,9 +139,14 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.include_router(media.router)  # before routes: /posts/{id:path} would swallow it
     app.include_router(routes.router)
     app.include_router(suggest.router)
+    app.include_router(subscriptions.router)
+    app.include_router(stats.router)
     app.include_router(health.router)
+    app.include_router(dashboard.router)
+    app.mount("/static", dashboard.static_files(), name="static")
     app.middleware("http")(_count_requests)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

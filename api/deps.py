@@ -14,6 +14,7 @@ import anyio
 from fastapi import Depends, Request
 
 from crossfeed.api.cache import SearchCache
+from crossfeed.api.live import CollectionsCache, LiveServices
 from crossfeed.api.metrics import ApiMetrics
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
@@ -32,6 +33,9 @@ class AppState:
     index_ready: bool = False
     index_lock: anyio.Lock = field(default_factory=anyio.Lock)
     row_count_at: float = 0.0  # when /metrics last refreshed the row-count gauge
+    live: LiveServices | None = None  # subscriptions, thumbnails, freshness (set by lifespan)
+    collections: CollectionsCache | None = None  # rows per collection for /v1/stats
+    route_paths: frozenset[str] = frozenset()  # what this app serves (optional features)
 
 
 def get_state(request: Request) -> AppState:
@@ -72,8 +76,15 @@ async def get_index(state: StateDep) -> VectorIndex:
     return state.index
 
 
+def get_live(state: StateDep) -> LiveServices:
+    live = state.live
+    assert live is not None, "the app's lifespan sets up live services"
+    return live
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EncoderDep = Annotated[Embedder, Depends(get_embedder)]
 CacheDep = Annotated[SearchCache, Depends(get_cache)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 IndexDep = Annotated[VectorIndex, Depends(get_index)]
+LiveDep = Annotated[LiveServices, Depends(get_live)]

@@ -9,6 +9,7 @@ waits on the broker).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -17,8 +18,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import redis.asyncio as aioredis
 
+from crossfeed.api.live_models import CollectionStats
 from crossfeed.api.models import Freshness, StageLagModel
 from crossfeed.core.settings import Settings
 from crossfeed.live.activity import Activity, read_activity
@@ -88,6 +91,33 @@ class LagMonitor:
         return latest, at
 
 
+COLLECTIONS_REFRESH_S = 15.0  # rows per collection cost Milvus calls: re-read this often
+LIST_TIMEOUT_S = 4.0
+CollectionLister = Callable[[], list[tuple[str, int | None, bool]]]
+
+
+class CollectionsCache:
+    """Rows per collection, re-read at most every ``COLLECTIONS_REFRESH_S`` seconds."""
+
+    def __init__(self, lister: CollectionLister) -> None:
+        self._lister = lister
+        self._at = 0.0
+        self._value: list[CollectionStats] = []
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> list[CollectionStats]:
+        async with self._lock:
+            if time.monotonic() - self._at >= COLLECTIONS_REFRESH_S:
+                try:
+                    with anyio.fail_after(LIST_TIMEOUT_S):
+                        rows = await anyio.to_thread.run_sync(self._lister, abandon_on_cancel=True)
+                    self._value = [CollectionStats(name=n, rows=r, serving=s) for n, r, s in rows]
+                except Exception as exc:  # stats must answer while Milvus is down
+                    log.debug("listing collections failed: %s", exc)
+                self._at = time.monotonic()
+            return list(self._value)
+
+
 @dataclass
 class LiveServices:
     subscriptions: SubscriptionStore
@@ -143,7 +173,7 @@ class LiveServices:
         )
 
     async def close(self) -> None:
-        await self.subscriptions.close()
+        await self.subscriptions.aclose()
         if self.redis is not None:
             await self.redis.aclose()
 

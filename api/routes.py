@@ -20,6 +20,7 @@ from crossfeed.api.deps import (
     CacheDep,
     EncoderDep,
     IndexDep,
+    LiveDep,
     MetricsDep,
     SettingsDep,
     StateDep,
@@ -125,6 +126,7 @@ async def search(
     index: IndexDep,
     cache: CacheDep,
     metrics: MetricsDep,
+    live: LiveDep,
 ) -> SearchResponse:
     """Nearest posts to a text, an uploaded image, or an indexed post.
 
@@ -132,7 +134,9 @@ async def search(
     best-scoring item, and posts are ordered by that score. A post-id query uses
     the post's stored text vector (else its first media vector) and never returns
     the post itself. ``cached`` tells whether the answer came from the cache;
-    ``epoch`` and ``model_version`` identify the index state it reflects.
+    ``epoch`` and ``model_version`` identify the index state it reflects, and
+    ``freshness`` how current that index is (never cached). A hit whose media has a
+    stored thumbnail carries its URL in ``thumbnail``.
     """
     query = await _parse_search(request, settings.api.max_upload_bytes)
     _check_top_k(query.top_k, settings.api.max_top_k)
@@ -144,8 +148,11 @@ async def search(
         encode_limiter=state.encode_limiter,
         max_upload_bytes=settings.api.max_upload_bytes,
         max_image_pixels=settings.encoder.max_image_pixels,
+        thumbnails=live.thumbnails,
     )
-    return await run_search(ctx, query)
+    response = await run_search(ctx, query)
+    response.freshness = await live.freshness()
+    return response
 
 
 @router.get("/posts/{post_id:path}", response_model=PostResponse, responses=_ERRORS)

@@ -30,7 +30,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 
-from crossfeed.api.deps import EncoderDep, IndexDep, SettingsDep, StateDep
+from crossfeed.api.deps import EncoderDep, IndexDep, LiveDep, SettingsDep, StateDep
 from crossfeed.api.exceptions import BadRequestError, NotFoundError, UnsupportedMediaTypeError
 from crossfeed.api.live import LiveServices
 from crossfeed.api.live_models import (
@@ -58,15 +58,6 @@ _ID_CHARS = frozenset("0123456789abcdef")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (404, 409, 413, 415, 422, 503)
 }
-
-
-def get_live(state: StateDep) -> LiveServices:
-    live = state.live
-    assert live is not None, "the app's lifespan sets up live services"
-    return live
-
-
-LiveDep = Annotated[LiveServices, Depends(get_live)]
 
 
 def _out(sub: Subscription, serving: str, last_event_id: str | None = None) -> SubscriptionOut:
@@ -201,7 +192,7 @@ async def list_subscriptions(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> SubscriptionList:
     """Subscriptions, newest first."""
-    page = await live.subscriptions.list(limit=limit, offset=offset)
+    page = await live.subscriptions.page(limit=limit, offset=offset)
     return SubscriptionList(
         subscriptions=[_out(s, embedder.version) for s in page.items],
         total=page.total,

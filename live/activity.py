@@ -145,7 +145,7 @@ async def read_activity(
         s: {"in_per_s": round(t["in"] / window_s, 3), "out_per_s": round(t["out"] / window_s, 3)}
         for s, t in totals.items()
     }
-    dead = []
+    dead: list[dict[str, Any]] = []
     for raw_field, raw_value in dead_raw.items():
         name = raw_field.decode() if isinstance(raw_field, bytes) else raw_field
         stage, _, label = name.partition("|")

@@ -86,7 +86,7 @@ class SubscriptionStore(ABC):
     async def get(self, sub_id: str) -> Subscription | None: ...
 
     @abstractmethod
-    async def list(self, *, limit: int, offset: int = 0) -> SubscriptionPage:
+    async def page(self, *, limit: int, offset: int = 0) -> SubscriptionPage:
         """Subscriptions ordered by creation time, newest first."""
 
     @abstractmethod
@@ -107,7 +107,7 @@ class SubscriptionStore(ABC):
     async def last_event_id(self, sub_id: str) -> str | None:
         """The id of the newest event kept, None when there is none."""
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
 

@@ -76,7 +76,7 @@ class FreshnessRecorder:
             else f"{max(0, accepted - oldest_produced_ms) / 1000:.3f}"
         )
         active = "" if active_subscriptions is None else str(int(active_subscriptions))
-        args = [int(newest_event_ms), lag, accepted, int(rows), active]
+        args: list[str | int] = [int(newest_event_ms), lag, accepted, int(rows), active]
         try:
             self._script(keys=[self._key], args=args)
         except (redis.RedisError, OSError) as exc:

@@ -54,7 +54,7 @@ class MemorySubscriptions(SubscriptionStore, SubscriptionFeed):
     async def get(self, sub_id: str) -> Subscription | None:
         return self._subs.get(sub_id)
 
-    async def list(self, *, limit: int, offset: int = 0) -> SubscriptionPage:
+    async def page(self, *, limit: int, offset: int = 0) -> SubscriptionPage:
         with self._lock:
             items = sorted(self._subs.values(), key=lambda s: (-s.created_at_ms, s.id))
         return SubscriptionPage(items[offset : offset + limit], len(items))

@@ -68,8 +68,10 @@ def _event(entry_id: bytes | str, fields: dict[Any, Any]) -> MatchEvent | None:
     raw = fields.get(b"data", fields.get("data"))
     event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     try:
-        data = json.loads(raw)
+        data = json.loads(raw) if raw is not None else None
     except (TypeError, ValueError):
+        data = None
+    if data is None:
         log.warning("skipping an undecodable event %s", event_id)
         return None
     return MatchEvent(event_id, data if isinstance(data, dict) else {"value": data})
@@ -118,7 +120,7 @@ class RedisSubscriptionStore(SubscriptionStore):
         raw = await self._do("read", self._client.get(self.keys.sub(sub_id)))
         return _decode_or_none(raw, sub_id)
 
-    async def list(self, *, limit: int, offset: int = 0) -> SubscriptionPage:
+    async def page(self, *, limit: int, offset: int = 0) -> SubscriptionPage:
         k = self.keys
         total = int(await self._do("count", self._client.zcard(k.subs)))
         ids = await self._do("list", self._client.zrevrange(k.subs, offset, offset + limit - 1))
@@ -177,7 +179,7 @@ class RedisSubscriptionStore(SubscriptionStore):
         entry_id = entries[0][0]
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         await self._client.aclose()
         await self._blocking.aclose()
 

@@ -102,7 +102,9 @@ class ThumbnailReader:
         except (redis.RedisError, OSError) as exc:
             log.debug("thumbnail read failed: %s", exc)
             return None
-        return bytes(raw) if raw is not None else None
+        if raw is None:
+            return None
+        return raw.encode() if isinstance(raw, str) else bytes(raw)
 
     async def existing(
         self, wanted: Sequence[tuple[str, int, int | None]]

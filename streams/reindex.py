@@ -88,7 +88,7 @@ class RoutingPublisher:
 class _NoEpoch:
     """A collection nobody searches yet needs no cache invalidation."""
 
-    def bump(self) -> int:
+    def bump(self, fence: int | None = None) -> int:
         return 0
 
 

@@ -16,6 +16,7 @@ from crossfeed.indexer.base import IndexRow
 from crossfeed.indexer.exceptions import IndexUnavailableError
 from crossfeed.indexer.memory import InMemoryIndex
 from crossfeed.streams.app import AGENT_NAMES, create_app
+from crossfeed.streams.hooks import LiveHooks
 from crossfeed.streams.index import IndexStage
 from crossfeed.streams.metrics import WorkerMetrics
 from crossfeed.streams.testing import RecordingPublisher
@@ -133,7 +134,12 @@ async def test_index_agent_acks_only_after_upsert_returned() -> None:
     settings.stream = StreamSettings(CROSSFEED_BATCH_SIZE=2, CROSSFEED_BATCH_WAIT=0.1)
     index = GatedIndex()
     app = create_app(
-        settings, stages=("index",), publisher=RecordingPublisher(), index=index, epoch=_Epoch()
+        settings,
+        stages=("index",),
+        publisher=RecordingPublisher(),
+        index=index,
+        epoch=_Epoch(),
+        live=LiveHooks(),
     )
     async with app.agents[AGENT_NAMES["index"]].test_context() as agent:
         events = [await agent.put(_record(p), wait=False) for p in ("a", "b")]
