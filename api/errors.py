@@ -17,8 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from crossfeed.api.exceptions import ApiError, ModelVersionConflictError, NotFoundError
+from crossfeed.api.exceptions import (
+    ApiError,
+    ConflictError,
+    ModelVersionConflictError,
+    NotFoundError,
+)
 from crossfeed.exceptions import CrossfeedError, InvalidInputError
+from crossfeed.live.exceptions import SubscriptionLimitError, SubscriptionNotFoundError
 from crossfeed.retrieval.exceptions import ModelVersionMismatchError, PostNotIndexedError
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,8 @@ def _body(
 _AS_API_ERROR: dict[type[CrossfeedError], type[ApiError]] = {
     PostNotIndexedError: NotFoundError,
     ModelVersionMismatchError: ModelVersionConflictError,
+    SubscriptionNotFoundError: NotFoundError,
+    SubscriptionLimitError: ConflictError,
 }
 
 

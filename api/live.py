@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 
 from crossfeed.api.live_models import CollectionStats
 from crossfeed.api.models import Freshness, StageLagModel
-from crossfeed.core.settings import Settings
+from crossfeed.core.settings import KafkaSettings, Settings
 from crossfeed.live.activity import Activity, read_activity
 from crossfeed.live.base import SubscriptionStore
 from crossfeed.live.freshness import IndexFreshness, read_index_freshness
@@ -58,13 +58,17 @@ class LagMonitor:
         ]
 
     @classmethod
+    def off(cls, stages: dict[str, str]) -> LagMonitor:
+        monitor = cls(None, 0, stages)
+        monitor._latest = [StageLag(s, t, None, "lag measuring is off") for s, t in stages.items()]
+        return monitor
+
+    @classmethod
     def from_settings(cls, settings: Settings) -> LagMonitor:
         kafka, group = settings.kafka, settings.stream.app_id
         stages = stage_topics(kafka)
         if settings.live.lag_refresh_s <= 0:
-            off = cls(None, 0, stages)
-            off._latest = [StageLag(s, t, None, "lag measuring is off") for s, t in stages.items()]
-            return off
+            return cls.off(stages)
         return cls(lambda: measure_lag(kafka, group), settings.live.lag_refresh_s, stages)
 
     def _run(self) -> None:
@@ -145,7 +149,10 @@ class LiveServices:
     @classmethod
     def memory(cls, store: MemorySubscriptions | None = None) -> LiveServices:
         """In-process subscriptions; no thumbnails, freshness or activity (unit tests)."""
-        return cls(subscriptions=store or MemorySubscriptions())
+        return cls(
+            subscriptions=store or MemorySubscriptions(),
+            lag=LagMonitor.off(stage_topics(KafkaSettings())),
+        )
 
     async def index_freshness(self) -> IndexFreshness:
         if self.redis is None:

@@ -23,12 +23,12 @@ from crossfeed.indexer.base import SearchFilter
 from crossfeed.live.exceptions import InvalidEventIdError
 
 # A Redis Stream id: "<ms>-<seq>"; "0" means "from the start of retention".
-_EVENT_ID = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
+_EVENT_ID = re.compile(r"0|\d{1,20}-\d{1,20}")
 
 
 def check_event_id(value: str) -> str:
     """``value`` when it is a stream id (``1718000000000-0``) or ``0``; else 422-class error."""
-    if not _EVENT_ID.match(value):
+    if not _EVENT_ID.fullmatch(value):
         raise InvalidEventIdError(
             f"event id {value[:64]!r} is not a stream id like '1718000000000-0' (or '0')"
         )
