@@ -63,7 +63,11 @@ def _collection_lister(
         def milvus() -> list[tuple[str, int | None, bool]]:
             from crossfeed.indexer.collections import list_collections
 
-            return [(c.name, c.rows, c.serving) for c in list_collections(settings.milvus)]
+            # Milvus' row statistics lag recent upserts; the served one gets an exact count.
+            return [
+                (c.name, index.count() if c.serving else c.rows, c.serving)
+                for c in list_collections(settings.milvus)
+            ]
 
         return milvus
     return lambda: [(settings.milvus.collection, index.count(), True)]

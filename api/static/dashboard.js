@@ -58,6 +58,8 @@ function renderStats(s) {
       el("td", { text: st.stage }), el("td", { text: st.in_per_s.toFixed(1) }),
       el("td", { text: st.out_per_s.toFixed(1) }), el("td", {}, sparkline(st.series)), lagCell);
   }));
+  const unknown = (s.freshness.consumer_lag || []).find((l) => l.lag == null && l.reason);
+  $("#lag-note").textContent = unknown ? `consumer lag n/a: ${unknown.reason}` : "";
   const f = s.freshness;
   $("#indexed-through").textContent = fmtTime(f.indexed_through);
   $("#index-lag").textContent = f.index_lag_s != null ? `${f.index_lag_s.toFixed(2)} s` : "–";
