@@ -9,6 +9,7 @@ to ``events_maxlen``. Thread-safe (the index stage records from its worker threa
 from __future__ import annotations
 
 import asyncio
+import bisect
 import threading
 import time
 from collections.abc import Sequence
@@ -77,7 +78,9 @@ class MemorySubscriptions(SubscriptionStore, SubscriptionFeed):
         floor = _id_key(after)
         while True:
             with self._lock:
-                found = [e for e in self._events.get(sub_id, []) if _id_key(e.id) > floor]
+                events = self._events.get(sub_id, [])
+                start = bisect.bisect_right([_id_key(e.id) for e in events], floor)
+                found = events[start : start + count]
             if found or time.monotonic() >= deadline:
                 return found[:count]
             await asyncio.sleep(0.01)
