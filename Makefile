@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit clean-state
+.PHONY: install demo test lint typecheck unit screenshot clean-state
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -39,6 +39,11 @@ unit: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest
+
+# The dashboard in Debian's chromium (installed by the browser tests when missing, as root)
+# against a private pipeline on the running engines; saves what the page showed.
+screenshot: $(STAMP)
+	CROSSFEED_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(BIN)/pytest -q -p no:cacheprovider tests/browser
 
 clean-state:
 	$(BIN)/crossfeed down || true

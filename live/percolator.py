@@ -166,6 +166,15 @@ class Percolator:
             for (sub_id, post_id), (score, row) in best.items()
         ]
 
+    def match_batch(self, rows: Sequence[IndexRow]) -> list[Match]:
+        """Refresh if needed (one Redis read), then :meth:`match` (blocking)."""
+        self.refresh()
+        return self.match(rows)
+
+    def record(self, matches: Sequence[Match]) -> int:
+        """Record ``matches`` (deduplicated by the store); how many were new."""
+        return self._feed.record(matches) if matches else 0
+
     def percolate(self, rows: Sequence[IndexRow]) -> int:
         """Refresh if needed, match ``rows`` and record the matches; how many were new.
 

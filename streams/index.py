@@ -33,6 +33,7 @@ from crossfeed.core.schema import VectorRecord
 from crossfeed.core.settings import KafkaSettings
 from crossfeed.exceptions import CrossfeedError
 from crossfeed.indexer.base import IndexRow, VectorIndex
+from crossfeed.live.base import Match
 from crossfeed.live.freshness import FreshnessRecorder
 from crossfeed.live.percolator import Percolator
 from crossfeed.streams.delivery import (
@@ -125,6 +126,8 @@ class IndexStage:
         self._own_executor = executor is None
         # One thread: index calls are serialised anyway, and clients need not be thread-safe.
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="crossfeed-index")
+        # Matching standing queries overlaps the upsert, so it gets a thread of its own.
+        self._match_executor = ThreadPoolExecutor(1, thread_name_prefix="crossfeed-match")
 
     def close(self) -> None:
         """Close the index if this stage opened it (from a factory); an index passed in
@@ -134,6 +137,7 @@ class IndexStage:
             self._index = None
         if self._own_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        self._match_executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -166,9 +170,17 @@ class IndexStage:
         if not pending:
             return report
 
+        # Matching is pure CPU and needs only the vectors: it runs while Milvus takes the
+        # upsert (an I/O wait for this stage); its matches are recorded only afterwards.
+        matching = self._start_matching([p.row for p in pending.values()])
         started = time.perf_counter()
         accepted: list[_Pending] = []
-        written = await self._upsert(list(pending.values()), report, accepted)
+        try:
+            written = await self._upsert(list(pending.values()), report, accepted)
+        except BaseException:
+            if matching is not None:
+                matching.cancel()
+            raise
         self._metrics.index_batch_seconds.observe(time.perf_counter() - started)
         report.rows_written = written
         self._metrics.indexed.inc(written)
@@ -180,10 +192,41 @@ class IndexStage:
             bump = (lambda: epoch.bump(fence)) if fence else (lambda: epoch.bump())
             report.epoch = await retry_forever(lambda: self._run(bump), what="epoch bump")
         if accepted:
-            report.matches = await self._after_accept(accepted)
+            report.matches = await self._after_accept(accepted, matching)
+        elif matching is not None:
+            matching.cancel()
         return report
 
-    async def _after_accept(self, accepted: list[_Pending]) -> int:
+    def _start_matching(self, rows: list[IndexRow]) -> asyncio.Future[list[Match]] | None:
+        if self._percolator is None:
+            return None
+        percolator = self._percolator
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._match_executor, percolator.match_batch, rows)
+
+    async def _matches(
+        self, accepted: list[_Pending], matching: asyncio.Future[list[Match]] | None
+    ) -> list[Match]:
+        """The matches of the accepted rows: those computed during the upsert, or (when
+        that failed, e.g. Redis was briefly away) computed again now, until it works."""
+        assert self._percolator is not None
+        found: list[Match] | None = None
+        if matching is not None:
+            try:
+                found = await matching
+            except CrossfeedError as exc:
+                log.warning("matching during the upsert failed, matching again: %s", exc)
+        if found is None:
+            percolator, rows = self._percolator, [p.row for p in accepted]
+            found = await retry_forever(
+                lambda: self._run(percolator.match_batch, rows), what="matching standing queries"
+            )
+        taken = {p.row.row_id for p in accepted}  # rows the index refused notify nobody
+        return [m for m in found if m.data.get("row_id") in taken]
+
+    async def _after_accept(
+        self, accepted: list[_Pending], matching: asyncio.Future[list[Match]] | None = None
+    ) -> int:
         """Standing queries and freshness, once Milvus holds the rows (and the epoch moved,
         so a client told of a match finds the post by searching at once).
 
@@ -196,9 +239,11 @@ class IndexStage:
         if self._percolator is not None:
             percolator = self._percolator
             started = time.perf_counter()
-            matches = await retry_forever(
-                lambda: self._run(percolator.percolate, rows), what="recording matches"
-            )
+            found = await self._matches(accepted, matching)
+            if found:
+                matches = await retry_forever(
+                    lambda: self._run(percolator.record, found), what="recording matches"
+                )
             self._metrics.percolate_seconds.observe(time.perf_counter() - started)
             self._metrics.matches.inc(matches)
         if self._freshness is not None:
