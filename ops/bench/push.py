@@ -321,9 +321,31 @@ def latency_run(
             else:
                 yield _post(f"bg-{label}-{nonce}-{i}", _filler_text(rng, i))
 
+    visible: dict[str, float] = {}
+    producing = threading.Event()
+
+    def watch_rows() -> None:  # polls while posts are being produced, not after
+        while producing.is_set() or len(visible) < len(sent):
+            pending = [p for p in list(sent) if p not in visible]
+            if pending:
+                counts = live.probe.rows_by_post(pending)
+                now = time.monotonic()
+                visible.update({p: now for p, n in counts.items() if n >= 1})
+            if not producing.is_set() and time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+
+    deadline = float("inf")
+    producing.set()
+    poller = threading.Thread(target=watch_rows, name="bench-rows", daemon=True)
+    poller.start()
     with SseListener(f"{api_url}{sub['events_url']}") as sse:
-        _produce(live, paced())
-        visible = _wait_rows(live, list(sent), timeout_s=60)
+        try:
+            _produce(live, paced())
+        finally:
+            deadline = time.monotonic() + 60
+            producing.clear()
+        poller.join(timeout=90)
         deadline = time.monotonic() + 30
         while len(sse.arrived) < len(sent) and time.monotonic() < deadline:
             time.sleep(0.05)
