@@ -68,9 +68,13 @@ def measure_lag(kafka: KafkaSettings, group: str, timeout_s: float = 5.0) -> lis
     try:
         partitions: dict[str, list[int]] = {}
         meta: Any = admin.describe_topics(list(topics.values()))
-        for t in meta:
-            if not t.get("error_code"):
-                partitions[t["topic"]] = [p["partition"] for p in t.get("partitions", [])]
+        for t in meta:  # field names differ between metadata versions
+            name = t.get("name", t.get("topic"))
+            if not t.get("error_code") and name:
+                partitions[name] = [
+                    int(p.get("partition_index", p.get("partition", -1)))
+                    for p in t.get("partitions", [])
+                ]
         specs = {
             TopicPartition(topic, p): OffsetSpec.LATEST
             for topic in topics.values()

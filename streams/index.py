@@ -218,9 +218,10 @@ class IndexStage:
                 log.warning("matching during the upsert failed, matching again: %s", exc)
         if found is None:
             percolator, rows = self._percolator, [p.row for p in accepted]
-            found = await retry_forever(
+            again: list[Match] = await retry_forever(
                 lambda: self._run(percolator.match_batch, rows), what="matching standing queries"
             )
+            found = again
         taken = {p.row.row_id for p in accepted}  # rows the index refused notify nobody
         return [m for m in found if m.data.get("row_id") in taken]
 
