@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit faults clean-state
+.PHONY: install demo test lint typecheck unit faults screenshot clean-state
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -31,7 +31,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	mkdir -p .state/mypy && ln -sfn ../.. .state/mypy/crossfeed
 	MYPYPATH=.state/mypy $(BIN)/mypy -m crossfeed -m crossfeed.exceptions \
-	  -p crossfeed.core -p crossfeed.corpus -p crossfeed.indexer -p crossfeed.encoders -p crossfeed.retrieval -p crossfeed.train \
+	  -p crossfeed.core -p crossfeed.corpus -p crossfeed.indexer -p crossfeed.encoders -p crossfeed.retrieval -p crossfeed.live -p crossfeed.train \
 	  -p crossfeed.streams -p crossfeed.api -p crossfeed.client -p crossfeed.sources -p crossfeed.ops
 
 unit: $(STAMP)
@@ -43,6 +43,11 @@ test: $(STAMP) lint typecheck
 # Fault runs (minutes): private engines killed and restarted, workers killed mid-stream.
 faults: $(STAMP)
 	$(BIN)/pytest -m fault -s tests/faults
+
+# The dashboard in Debian's chromium (installed by the browser tests when missing, as root)
+# against a private pipeline on the running engines; saves what the page showed.
+screenshot: $(STAMP)
+	CROSSFEED_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(BIN)/pytest -q -p no:cacheprovider tests/browser
 
 clean-state:
 	$(BIN)/crossfeed down || true

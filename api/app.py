@@ -20,13 +20,15 @@ from fastapi.openapi.utils import get_openapi
 from PIL import Image
 
 from crossfeed import __version__
-from crossfeed.api import health, routes, suggest
+from crossfeed.api import dashboard, health, media, routes, stats, subscriptions, suggest
 from crossfeed.api.auth import Access, RateLimits, auth_enabled
 from crossfeed.api.cache import RedisSearchCache, SearchCache
 from crossfeed.api.cursor import CursorCodec
 from crossfeed.api.deps import AppState, authorize
 from crossfeed.api.errors import install_error_handlers
 from crossfeed.api.keys import KeyStore, RedisKeyStore
+from crossfeed.api.live import CollectionLister, CollectionsCache, LiveServices
+from crossfeed.api.live_models import SubscriptionCreate
 from crossfeed.api.metrics import ApiMetrics
 from crossfeed.api.models import SearchFilters, SearchRequest
 from crossfeed.api.suggest import SuggestTagsRequest
@@ -54,6 +56,26 @@ def _build_index(settings: Settings) -> VectorIndex:
     from crossfeed.indexer.milvus import MilvusIndex
 
     return MilvusIndex(settings.milvus)
+
+
+def _collection_lister(
+    settings: Settings, index: VectorIndex, owned: VectorIndex | None
+) -> CollectionLister:
+    """Rows per collection: every collection of this deployment when the app talks to
+    Milvus itself; the injected index's own count otherwise (tests, embedded use)."""
+    if owned is not None:
+
+        def milvus() -> list[tuple[str, int | None, bool]]:
+            from crossfeed.indexer.collections import list_collections
+
+            # Milvus' row statistics lag recent upserts; the served one gets an exact count.
+            return [
+                (c.name, index.count() if c.serving else c.rows, c.serving)
+                for c in list_collections(settings.milvus)
+            ]
+
+        return milvus
+    return lambda: [(settings.milvus.collection, index.count(), True)]
 
 
 async def _warm_index(state: AppState) -> None:
@@ -90,11 +112,13 @@ def create_app(
     metrics: ApiMetrics | None = None,
     keys: KeyStore | None = None,
     rate_limits: RateLimits | None = None,
+    live: LiveServices | None = None,
 ) -> FastAPI:
     """The crossfeed query API; pass any of the collaborators to replace the real ones.
 
     With auth on (see :mod:`crossfeed.api.auth`), ``keys`` defaults to the Redis key store
-    and ``rate_limits`` to Redis-backed limits of ``CROSSFEED_RATE_LIMIT``.
+    and ``rate_limits`` to Redis-backed limits of ``CROSSFEED_RATE_LIMIT``. ``live``:
+    subscriptions, thumbnails, freshness and activity (default: on Redis).
     """
     access = _access(settings, keys, rate_limits)
     codec = _cursor_codec(settings)  # a bad secret stops here, before anything starts
@@ -103,6 +127,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned_index: VectorIndex | None = None
         owned_cache: SearchCache | None = None
+        owned_live: LiveServices | None = None
         try:
             emb: Embedder = (
                 embedder
@@ -113,6 +138,8 @@ def create_app(
             owned_index = None if index is not None else idx
             store = cache or RedisSearchCache.from_settings(settings.redis)
             owned_cache = None if cache is not None else store
+            services = live or LiveServices.from_settings(settings)
+            owned_live = None if live is not None else services
             state = AppState(
                 access=access,
                 settings=settings,
@@ -121,11 +148,16 @@ def create_app(
                 cache=store,
                 metrics=metrics or ApiMetrics(),
                 cursors=codec,
+                live=services,
+                collections=CollectionsCache(_collection_lister(settings, idx, owned_index)),
+                route_paths=frozenset(getattr(r, "path", "") for r in app.routes),
             )
             app.state.crossfeed = state
             await _warm_index(state)
             yield
         finally:
+            if owned_live is not None:
+                await owned_live.close()
             if owned_cache is not None:
                 await owned_cache.close()
             if owned_index is not None:
@@ -141,9 +173,14 @@ def create_app(
         dependencies=[Depends(authorize)],
     )
     install_error_handlers(app)
+    app.include_router(media.router)  # before routes: /posts/{id:path} would swallow it
     app.include_router(routes.router)
     app.include_router(suggest.router)
+    app.include_router(subscriptions.router)
+    app.include_router(stats.router)
     app.include_router(health.router)
+    app.include_router(dashboard.router)
+    app.mount("/static", dashboard.static_files(), name="static")
     app.middleware("http")(_count_requests)
     app.openapi = lambda: _openapi(app, settings.api.max_top_k)  # type: ignore[method-assign]
     return app
@@ -204,7 +241,7 @@ def _openapi(app: FastAPI, max_top_k: int) -> dict[str, Any]:
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (SearchRequest, SearchFilters, SuggestTagsRequest):
+        for model in (SearchRequest, SearchFilters, SuggestTagsRequest, SubscriptionCreate):
             body = model.model_json_schema(ref_template="#/components/schemas/{model}")
             for name, sub in body.pop("$defs", {}).items():
                 components.setdefault(name, sub)

@@ -79,6 +79,12 @@ class SearchCache(ABC):
     async def epoch(self) -> int | None:
         """The current index epoch, or None when it cannot be read (then: no caching)."""
 
+    async def epoch_state(self) -> tuple[int, int | None] | None:
+        """The epoch and the index write fence that goes with it (see indexer/epoch.py);
+        None when unreadable. A search caching under this epoch must use the fence."""
+        epoch = await self.epoch()
+        return None if epoch is None else (epoch, None)
+
     @abstractmethod
     async def get(self, key: str) -> dict[str, Any] | None:
         """The cached payload, or None (miss or failure)."""
@@ -131,6 +137,15 @@ class RedisSearchCache(SearchCache):
             self._failed("epoch read", exc)
             return None
 
+    async def epoch_state(self) -> tuple[int, int | None] | None:
+        if self._skipping():
+            return None
+        try:
+            return await self._epoch.current_with_fence()
+        except Exception as exc:  # as in epoch(): degrade to an uncached search
+            self._failed("epoch read", exc)
+            return None
+
     async def get(self, key: str) -> dict[str, Any] | None:
         if self._skipping():
             return None
@@ -169,22 +184,28 @@ class RedisSearchCache(SearchCache):
 class MemorySearchCache(SearchCache):
     """A process-local cache with TTL, for tests and single-process demos.
 
-    ``bump()`` stands in for the index worker's epoch bump.
+    ``bump()`` stands in for the index worker's epoch bump (and its write fence).
     """
 
     def __init__(self, *, prefix: str = "crossfeed", ttl_s: int = 300) -> None:
         self.prefix = prefix
         self._ttl = ttl_s
         self._epoch = 0
+        self._fence: int | None = None
         self._items: dict[str, tuple[float, str]] = {}
         self.available = True  # tests flip this to simulate an outage
 
-    def bump(self) -> int:
+    def bump(self, fence: int | None = None) -> int:
         self._epoch += 1
+        if fence:
+            self._fence = max(self._fence or 0, fence)
         return self._epoch
 
     async def epoch(self) -> int | None:
         return self._epoch if self.available else None
+
+    async def epoch_state(self) -> tuple[int, int | None] | None:
+        return (self._epoch, self._fence) if self.available else None
 
     async def get(self, key: str) -> dict[str, Any] | None:
         if not self.available:

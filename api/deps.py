@@ -17,10 +17,13 @@ from crossfeed.api.auth import Access
 from crossfeed.api.cache import SearchCache
 from crossfeed.api.cursor import CursorCodec
 from crossfeed.api.keys import ApiKey
+from crossfeed.api.live import CollectionsCache, LiveServices
 from crossfeed.api.metrics import ApiMetrics
+from crossfeed.api.search import SearchContext
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.indexer.base import VectorIndex
+from crossfeed.live.thumbs import ThumbnailReader
 
 
 @dataclass
@@ -38,6 +41,9 @@ class AppState:
     row_count_at: float = 0.0  # when /metrics last refreshed the row-count gauge
     # Signs search cursors (CROSSFEED_CURSOR_SECRET, else a random key of this process).
     cursors: CursorCodec = field(default_factory=CursorCodec.random)
+    live: LiveServices | None = None  # subscriptions, thumbnails, freshness (set by lifespan)
+    collections: CollectionsCache | None = None  # rows per collection for /v1/stats
+    route_paths: frozenset[str] = frozenset()  # what this app serves (optional features)
 
 
 def get_state(request: Request) -> AppState:
@@ -90,8 +96,40 @@ async def get_index(state: StateDep) -> VectorIndex:
     return state.index
 
 
+def get_live(state: StateDep) -> LiveServices:
+    live = state.live
+    assert live is not None, "the app's lifespan sets up live services"
+    return live
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EncoderDep = Annotated[Embedder, Depends(get_embedder)]
 CacheDep = Annotated[SearchCache, Depends(get_cache)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 IndexDep = Annotated[VectorIndex, Depends(get_index)]
+LiveDep = Annotated[LiveServices, Depends(get_live)]
+
+
+def search_context(
+    state: AppState,
+    embedder: Embedder,
+    index: VectorIndex,
+    *,
+    thumbnails: ThumbnailReader | None = None,
+) -> SearchContext:
+    """What one search needs, from the app's state and settings (routes pass the
+    dependencies they resolved, so a ready index is used)."""
+    api = state.settings.api
+    return SearchContext(
+        embedder=embedder,
+        index=index,
+        cache=state.cache,
+        metrics=state.metrics,
+        encode_limiter=state.encode_limiter,
+        max_upload_bytes=api.max_upload_bytes,
+        max_image_pixels=state.settings.encoder.max_image_pixels,
+        cursors=state.cursors,
+        max_depth=api.max_search_depth,
+        retry_budget_s=api.retry_budget_s,
+        thumbnails=thumbnails,
+    )

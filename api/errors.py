@@ -17,8 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from crossfeed.api.exceptions import ApiError, ModelVersionConflictError, NotFoundError
+from crossfeed.api.exceptions import (
+    ApiError,
+    ConflictError,
+    ModelVersionConflictError,
+    NotFoundError,
+)
 from crossfeed.exceptions import CrossfeedError, InvalidInputError
+from crossfeed.live.exceptions import SubscriptionLimitError, SubscriptionNotFoundError
 from crossfeed.retrieval.exceptions import ModelVersionMismatchError, PostNotIndexedError
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,8 @@ def _body(
 _AS_API_ERROR: dict[type[CrossfeedError], type[ApiError]] = {
     PostNotIndexedError: NotFoundError,
     ModelVersionMismatchError: ModelVersionConflictError,
+    SubscriptionNotFoundError: NotFoundError,
+    SubscriptionLimitError: ConflictError,
 }
 
 
@@ -83,11 +91,27 @@ async def _crossfeed_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        # Starlette names only the first route that matched the path; a resource served by
+        # several routes (GET and POST /v1/subscriptions) allows all of their methods.
+        headers["Allow"] = ", ".join(_allowed_methods(request))
     return JSONResponse(
         _body("HTTPError", str(exc.detail)),
         status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
+        headers=headers or None,
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "__any__"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

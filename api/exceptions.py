@@ -43,6 +43,12 @@ class UnsupportedMediaTypeError(ApiError, InvalidInputError):
     status_code = 415
 
 
+class ConflictError(ApiError):
+    """The request conflicts with the current state (e.g. a limit on stored objects)."""
+
+    status_code = 409
+
+
 class ModelVersionConflictError(ApiError):
     """A post's stored vectors come from another model version than the one serving."""
 

@@ -53,7 +53,7 @@ async def check_kafka(bootstrap: str, timeout_s: float = CHECK_TIMEOUT_S) -> Che
     return CheckResult(ok=False, detail="; ".join(errors))
 
 
-async def _run_check(name: str, check: Callable[[], Awaitable[bool]]) -> CheckResult:
+async def run_check(name: str, check: Callable[[], Awaitable[bool]]) -> CheckResult:
     try:
         with anyio.fail_after(CHECK_TIMEOUT_S):
             ok = await check()
@@ -89,7 +89,7 @@ async def readyz(state: StateDep) -> JSONResponse:
 
     kafka_task = check_kafka(state.settings.kafka.bootstrap)
     results = await asyncio.gather(
-        kafka_task, check_index(state), _run_check("redis", state.cache.ping)
+        kafka_task, check_index(state), run_check("redis", state.cache.ping)
     )
     checks = dict(zip(("kafka", "milvus", "redis"), results, strict=True))
     ok = all(c.ok for c in checks.values())

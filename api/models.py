@@ -9,7 +9,7 @@ FastAPI, no numpy, no torch).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -177,8 +177,8 @@ def _one_of_text_or_post_id(schema: dict[str, Any]) -> None:
     schema["oneOf"] = [{"required": ["text"]}, {"required": ["post_id"]}]
 
 
-class SearchRequest(BaseModel):
-    """JSON search body: exactly one of ``text`` and ``post_id``."""
+class TextOrPostQuery(BaseModel):
+    """A query given as exactly one of ``text`` and ``post_id`` (search, subscriptions)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -197,14 +197,6 @@ class SearchRequest(BaseModel):
         max_length=MAX_ID_CHARS,
         json_schema_extra={"pattern": PRINTABLE_ID},
     )
-    filters: SearchFilters = Field(default_factory=SearchFilters)
-    top_k: int = Field(default=10, ge=1)
-    cursor: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=MAX_CURSOR_CHARS,
-        description="next_cursor of the previous page, sent with the same query and filters",
-    )
 
     @model_validator(mode="before")
     @classmethod
@@ -216,7 +208,7 @@ class SearchRequest(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> SearchRequest:
+    def _exactly_one(self) -> Self:
         if (self.text is None) == (self.post_id is None):
             raise ValueError("give exactly one of 'text' and 'post_id'")
         if self.text is not None and not self.text.strip():
@@ -224,6 +216,19 @@ class SearchRequest(BaseModel):
         if self.post_id is not None:
             _no_control_chars(self.post_id, "post_id")
         return self
+
+
+class SearchRequest(TextOrPostQuery):
+    """JSON search body: exactly one of ``text`` and ``post_id``."""
+
+    filters: SearchFilters = Field(default_factory=SearchFilters)
+    top_k: int = Field(default=10, ge=1)
+    cursor: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_CURSOR_CHARS,
+        description="next_cursor of the previous page, sent with the same query and filters",
+    )
 
 
 class MomentSpan(BaseModel):
@@ -252,6 +257,35 @@ class SearchResult(BaseModel):
     created_at: datetime
     author: str = ""
     source: str | None = Field(default=None, description="None: indexed before it was stored")
+    thumbnail: str | None = Field(
+        default=None, description="URL of a small JPEG of the matching media (None: none kept)"
+    )
+
+
+class StageLagModel(BaseModel):
+    stage: str
+    topic: str
+    lag: int | None = Field(description="records not yet consumed (None: not known, see reason)")
+    reason: str | None = None
+
+
+class Freshness(BaseModel):
+    """How current the index is, as of this answer."""
+
+    indexed_through: datetime | None = Field(
+        default=None, description="event time (created_at) of the newest indexed post"
+    )
+    index_lag_s: float | None = Field(
+        default=None,
+        description="latest batch: seconds from produce (Kafka timestamp) to Milvus acceptance",
+    )
+    accepted_at: datetime | None = Field(
+        default=None, description="when Milvus accepted the latest batch"
+    )
+    consumer_lag: list[StageLagModel] = Field(
+        default_factory=list, description="per stage, where the broker reports it truthfully"
+    )
+    consumer_lag_at: datetime | None = Field(default=None, description="when lag was measured")
 
 
 class SearchResponse(BaseModel):
@@ -266,6 +300,9 @@ class SearchResponse(BaseModel):
         default=None,
         description="send it back as 'cursor' (same query) for the next page; None: last page. "
         "Valid while the index epoch is unchanged (409 after that)",
+    )
+    freshness: Freshness | None = Field(
+        default=None, description="the index's freshness when this answer was given"
     )
 
 
@@ -330,3 +367,19 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+def json_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error answers of a route whose success is not JSON (an
+    image, an event stream): errors are still ``ErrorResponse`` JSON, and say so."""
+    schema = {"$ref": "#/components/schemas/ErrorResponse"}
+    return {
+        code: {"description": "error", "content": {"application/json": {"schema": schema}}}
+        for code in codes
+    }
+
+
+# The error answers a JSON route may give (documented on every such route).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 422, 503)
+}

@@ -19,15 +19,17 @@ from crossfeed.api.deps import (
     CacheDep,
     EncoderDep,
     IndexDep,
+    LiveDep,
     MetricsDep,
     SettingsDep,
     StateDep,
+    search_context,
 )
 from crossfeed.api.exceptions import BadRequestError, NotFoundError, UnsupportedMediaTypeError
 from crossfeed.api.models import (
+    ERRORS,
     MAX_CURSOR_CHARS,
     PRINTABLE_ID,
-    ErrorResponse,
     PostItem,
     PostResponse,
     SearchFilters,
@@ -35,7 +37,7 @@ from crossfeed.api.models import (
     SearchResponse,
 )
 from crossfeed.api.retry import engine_call
-from crossfeed.api.search import Query, SearchContext, moment_span, run_search
+from crossfeed.api.search import Query, moment_span, run_search
 from crossfeed.api.upload import read_json, read_upload_form
 from crossfeed.core.schema import MAX_ID_CHARS, MAX_TEXT_CHARS
 
@@ -71,10 +73,6 @@ _SEARCH_BODY_DOC: dict[str, Any] = {
             },
         },
     }
-}
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 422, 503)
 }
 
 
@@ -133,7 +131,7 @@ async def _parse_search(request: Request, max_upload_bytes: int) -> Query:
 @router.post(
     "/search",
     response_model=SearchResponse,
-    responses=_ERRORS,
+    responses=ERRORS,
     openapi_extra=_SEARCH_BODY_DOC,
 )
 async def search(
@@ -144,6 +142,7 @@ async def search(
     index: IndexDep,
     cache: CacheDep,
     metrics: MetricsDep,
+    live: LiveDep,
 ) -> SearchResponse:
     """Nearest posts to a text, an uploaded image, or an indexed post.
 
@@ -156,25 +155,19 @@ async def search(
     Pages: ``next_cursor`` (None on the last page) sent back as ``cursor`` with the
     same query and filters returns the next ``top_k`` posts; it stays valid while
     the index epoch is unchanged (409 after that; 422 with another query).
+
+    ``freshness`` says how current the index is (never cached); a hit whose media has a
+    stored thumbnail carries its URL in ``thumbnail``.
     """
     query = await _parse_search(request, settings.api.max_upload_bytes)
     _check_top_k(query.top_k, settings.api.max_top_k)
-    ctx = SearchContext(
-        embedder=embedder,
-        index=index,
-        cache=cache,
-        metrics=metrics,
-        encode_limiter=state.encode_limiter,
-        max_upload_bytes=settings.api.max_upload_bytes,
-        max_image_pixels=settings.encoder.max_image_pixels,
-        retry_budget_s=settings.api.retry_budget_s,
-        cursors=state.cursors,
-        max_depth=settings.api.max_search_depth,
-    )
-    return await run_search(ctx, query)
+    ctx = search_context(state, embedder, index, thumbnails=live.thumbnails)
+    response = await run_search(ctx, query)
+    response.freshness = await live.freshness()
+    return response
 
 
-@router.get("/posts/{post_id:path}", response_model=PostResponse, responses=_ERRORS)
+@router.get("/posts/{post_id:path}", response_model=PostResponse, responses=ERRORS)
 async def get_post(
     index: IndexDep,
     settings: SettingsDep,

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import numpy as np
@@ -35,6 +36,7 @@ from crossfeed.api.retry import engine_call
 from crossfeed.encoders.base import Embedder
 from crossfeed.encoders.media import decode_image
 from crossfeed.indexer.base import Hit, IndexRow, VectorIndex
+from crossfeed.live.thumbs import ThumbnailReader
 from crossfeed.retrieval.hits import collect_hits, query_row_for_post
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,27 @@ class SearchContext:
     cursors: CursorCodec
     max_depth: int = 1000  # posts a query can be paged to
     retry_budget_s: float = 0.0
+    thumbnails: ThumbnailReader | None = None
+
+
+def thumbnail_url(post_id: str, item: int, moment: int | None) -> str:
+    """Where the API serves a media item's thumbnail (post ids are path-quoted)."""
+    url = f"/v1/posts/{quote(post_id, safe='')}/media/{item}"
+    return url if moment is None else f"{url}?moment={moment}"
+
+
+async def attach_thumbnails(reader: ThumbnailReader, results: list[SearchResult]) -> None:
+    """Set ``thumbnail`` on results whose media has one stored: the matching item (and
+    moment), or for a text hit the post's first media item."""
+    wanted = []
+    for r in results:
+        item = r.item if r.item > 0 else 1
+        moment = r.moment.index if (r.moment is not None and r.item > 0) else None
+        wanted.append((r.id, item, moment))
+    found = await reader.existing(list(dict.fromkeys(wanted)))
+    for r, key in zip(results, wanted, strict=True):
+        if key in found:
+            r.thumbnail = thumbnail_url(*key)
 
 
 def moment_span(row: IndexRow) -> MomentSpan | None:
@@ -120,7 +143,8 @@ def _first_vector(array: np.ndarray) -> list[float]:
     return [float(x) for x in np.asarray(array, dtype=np.float32)[0]]
 
 
-async def _query_vector(ctx: SearchContext, query: Query) -> list[float]:
+async def query_vector(ctx: SearchContext, query: Query) -> list[float]:
+    """The unit query vector of ``query`` (embedded, or a stored post's), off the loop."""
     embedder = ctx.embedder
     if query.kind == "text":
         assert query.text is not None
@@ -150,7 +174,8 @@ async def run_search(ctx: SearchContext, query: Query) -> SearchResponse:
     """
     started = time.perf_counter()
     version = ctx.embedder.version
-    epoch = await ctx.cache.epoch()
+    state = await ctx.cache.epoch_state()
+    epoch, fence = state if state is not None else (None, None)
     # An image is hashed off the event loop: an upload may be up to 10 MiB.
     identity = (
         await anyio.to_thread.run_sync(query.identity)
@@ -192,12 +217,17 @@ async def run_search(ctx: SearchContext, query: Query) -> SearchResponse:
                 return response
     ctx.metrics.cache_misses.inc()
 
-    vector = await _query_vector(ctx, query)
+    vector = await query_vector(ctx, query)
     exclude = (query.post_id,) if query.post_id is not None else ()
     flt = query.filters.to_index_filter(model_version=version, exclude_post_ids=exclude)
     # Every post up to the end of this page, plus one to tell whether another page exists.
+    # The fence makes the index show every row the epoch announced: a result cached
+    # under this epoch can never miss a post the index stage had already accepted.
     depth = min(offset + query.top_k, ctx.max_depth)
-    hits = await engine_call(ctx.retry_budget_s, collect_hits, ctx.index, vector, depth + 1, flt)
+    hits = await engine_call(
+        ctx.retry_budget_s,
+        lambda: collect_hits(ctx.index, vector, depth + 1, flt, fence=fence),
+    )
     if page is not None:
         hits = [h for h in hits if page.after(h.score, h.row.post_id)]
     shown = hits[: max(0, depth - offset)]
@@ -213,8 +243,11 @@ async def run_search(ctx: SearchContext, query: Query) -> SearchResponse:
             ),
             fingerprint,
         )
+    results = [_to_result(h) for h in shown]
+    if ctx.thumbnails is not None:
+        await attach_thumbnails(ctx.thumbnails, results)
     response = SearchResponse(
-        results=[_to_result(h) for h in shown],
+        results=results,
         cached=False,
         epoch=epoch,
         model_version=version,
@@ -224,7 +257,8 @@ async def run_search(ctx: SearchContext, query: Query) -> SearchResponse:
         next_cursor=next_cursor,
     )
     if key is not None:
-        await ctx.cache.set(key, response.model_dump(mode="json", exclude={"cached", "took_ms"}))
+        payload = response.model_dump(mode="json", exclude={"cached", "took_ms", "freshness"})
+        await ctx.cache.set(key, payload)
     elapsed = time.perf_counter() - started
     ctx.metrics.search_seconds.labels(cached="false").observe(elapsed)
     response.took_ms = round(elapsed * 1000, 3)

@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from crossfeed.api.deps import EncoderDep, IndexDep, SettingsDep, StateDep
 from crossfeed.api.exceptions import BadRequestError, UnsupportedMediaTypeError
 from crossfeed.api.models import (
+    ERRORS,
     PRINTABLE_ID,
-    ErrorResponse,
     NeighbourPost,
     SuggestQuery,
     SuggestTagsResponse,
@@ -72,9 +72,6 @@ _BODY_DOC: dict[str, Any] = {
             },
         },
     }
-}
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 422, 503)
 }
 
 
@@ -138,7 +135,7 @@ def _post_vector(index: VectorIndex, post_id: str, version: str) -> np.ndarray:
 @router.post(
     "/suggest-tags",
     response_model=SuggestTagsResponse,
-    responses=_ERRORS,
+    responses=ERRORS,
     openapi_extra=_BODY_DOC,
 )
 async def suggest_tags(

@@ -107,6 +107,8 @@ class CleanPost(BaseModel):
     content_hash: str
     duplicate_of: str | None = None  # id of the first post with the same content hash
     received_at: datetime
+    # When the post was produced to posts.raw (its Kafka record timestamp), for freshness.
+    produced_at: datetime | None = None
 
 
 class VectorRecord(BaseModel):
@@ -135,6 +137,8 @@ class VectorRecord(BaseModel):
     moment: int | None = Field(default=None, ge=0)
     start_s: float | None = Field(default=None, ge=0)
     end_s: float | None = Field(default=None, ge=0)
+    # The post's produce time on posts.raw (see CleanPost.produced_at), for freshness.
+    produced_at: datetime | None = None
 
     @model_validator(mode="after")
     def _moment_fields(self) -> VectorRecord:

@@ -202,6 +202,28 @@ class StreamSettings(_Base):
     metrics_host: str = Field(default="127.0.0.1", alias="CROSSFEED_WORKER_METRICS_HOST")
 
 
+class LiveSettings(_Base):
+    """Live monitoring: standing queries and their events, thumbnails, freshness."""
+
+    # Events kept per subscription (a Redis Stream, trimmed approximately to this length):
+    # a client reconnecting with Last-Event-ID gets what it missed within this window.
+    events_maxlen: int = Field(default=10_000, ge=10, alias="CROSSFEED_EVENTS_MAXLEN")
+    # How long a (subscription, post) match is remembered so a replayed batch does not
+    # record it twice; longer than any replay (at-least-once redelivery) can take.
+    match_dedupe_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, alias="CROSSFEED_MATCH_TTL")
+    max_subscriptions: int = Field(default=100_000, ge=1, alias="CROSSFEED_MAX_SUBSCRIPTIONS")
+    # SSE: a comment line after this many idle seconds keeps proxies from closing streams.
+    sse_heartbeat_s: float = Field(default=15.0, gt=0, le=300, alias="CROSSFEED_SSE_HEARTBEAT_S")
+    # Thumbnails the embed stage makes of every image, video and video moment: at most
+    # thumb_px on the long side and thumb_max_bytes of JPEG, kept thumb_ttl_s in Redis.
+    thumbnails: bool = Field(default=True, alias="CROSSFEED_THUMBNAILS")
+    thumb_px: int = Field(default=256, ge=16, le=512, alias="CROSSFEED_THUMB_PX")
+    thumb_max_bytes: int = Field(default=32 * 1024, ge=2048, alias="CROSSFEED_THUMB_MAX_BYTES")
+    thumb_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, alias="CROSSFEED_THUMB_TTL")
+    # The API re-reads per-stage consumer lag from the broker this often (0 = never).
+    lag_refresh_s: float = Field(default=10.0, ge=0, alias="CROSSFEED_LAG_REFRESH_S")
+
+
 class Settings:
     """All settings together; built once by the CLI and passed down."""
 
@@ -213,6 +235,7 @@ class Settings:
         self.api = ApiSettings()
         self.encoder = EncoderSettings()
         self.stream = StreamSettings()
+        self.live = LiveSettings()
 
     @property
     def models_dir(self) -> Path:

@@ -65,8 +65,19 @@ class VectorIndex(ABC):
         """Insert or replace rows by ``row_id``; returns how many were written."""
 
     @abstractmethod
-    def search(self, vector: Sequence[float], top_k: int, flt: SearchFilter) -> list[Hit]:
-        """Nearest rows to a unit ``vector``, best first."""
+    def search(
+        self, vector: Sequence[float], top_k: int, flt: SearchFilter, *, fence: int | None = None
+    ) -> list[Hit]:
+        """Nearest rows to a unit ``vector``, best first.
+
+        ``fence``: a :meth:`write_fence` value; the search then sees at least every write
+        made before it (the engine waits for them), whatever its default staleness.
+        """
+
+    def write_fence(self) -> int | None:
+        """A token covering every write this object made so far (None: reads are always
+        current, no fence needed). Index workers publish it with the cache epoch."""
+        return None
 
     @abstractmethod
     def get_post(self, post_id: str) -> list[IndexRow]:

@@ -51,7 +51,10 @@ class InMemoryIndex(VectorIndex):
                 self._rows[row.row_id] = row
         return len(prepared)
 
-    def search(self, vector: Sequence[float], top_k: int, flt: SearchFilter) -> list[Hit]:
+    def search(
+        self, vector: Sequence[float], top_k: int, flt: SearchFilter, *, fence: int | None = None
+    ) -> list[Hit]:
+        # Every write is visible at once here, so any fence is already satisfied.
         dim = self._require_dim()
         query = np.asarray(check_vector(vector, dim, "query vector"), dtype=np.float32)
         flt = validate_filter(flt)

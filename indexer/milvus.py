@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -66,6 +67,8 @@ MAX_TOP_K = 16_384
 # Rows per upsert RPC: 500 rows of 384 floats plus 8 KiB text stay far below gRPC's
 # 64 MiB message cap while amortising the round trip.
 UPSERT_CHUNK = 500
+# A write fence further ahead of the local clock than this is ignored (see _consistency_for).
+FENCE_MAX_AHEAD_S = 60.0
 # Statuses after which the same call may succeed: engine down, slow, or throttling.
 _RETRIABLE_GRPC = {
     grpc.StatusCode.UNAVAILABLE,
@@ -107,7 +110,10 @@ class MilvusIndex(VectorIndex):
 
     ``consistency_level`` applies to searches and post look-ups: "Bounded" (Milvus'
     default, a few seconds of staleness) suits the API; tests that read their own
-    writes at once use "Strong". ``count`` is always strong.
+    writes at once use "Strong". ``count`` is always strong. A search given a
+    ``fence`` (an index worker's :meth:`write_fence`, published with the cache epoch)
+    waits until Milvus holds every write before it, so a result cached under an epoch
+    always contains the rows that epoch announced.
     """
 
     def __init__(
@@ -125,6 +131,7 @@ class MilvusIndex(VectorIndex):
         self._dim: int | None = None
         self._loaded = False
         self._absent: frozenset[str] = frozenset()  # optional fields the collection lacks
+        self._fence: int | None = None  # the newest mutation timestamp of our upserts
         self._lock = threading.RLock()
 
     @property
@@ -328,13 +335,40 @@ class MilvusIndex(VectorIndex):
             chunk = entities[start : start + UPSERT_CHUNK]
 
             def send(client: MilvusClient, chunk: list[dict[str, object]] = chunk) -> int:
-                res = client.upsert(self._collection, chunk, timeout=self._timeout)
-                return int(res.get("upsert_count", len(chunk)))
+                # The connection's upsert (what MilvusClient.upsert wraps) also returns the
+                # mutation timestamp, the fence a search needs to see these rows.
+                res = client._get_connection().upsert_rows(
+                    self._collection, chunk, timeout=self._timeout
+                )
+                with self._lock:
+                    self._fence = max(self._fence or 0, int(res.timestamp)) or self._fence
+                return int(res.upsert_count)
 
             written += self._call("upsert", send)
         return written
 
-    def search(self, vector: Sequence[float], top_k: int, flt: SearchFilter) -> list[Hit]:
+    def write_fence(self) -> int | None:
+        """The hybrid timestamp of this object's newest upsert (Milvus' TSO clock)."""
+        return self._fence
+
+    def _consistency_for(self, fence: int | None) -> dict[str, Any]:
+        """Search consistency: at least ``fence`` when given and sane, else the default.
+
+        A fence is a Milvus hybrid timestamp (physical milliseconds << 18); one more than
+        a minute ahead of this clock cannot come from a sane server and would make the
+        search wait until it times out, so it is ignored (with a warning).
+        """
+        if not fence or fence <= 0:
+            return {"consistency_level": self._consistency}
+        ahead_s = ((fence >> 18) / 1000) - time.time()
+        if ahead_s > FENCE_MAX_AHEAD_S:
+            log.warning("ignoring a write fence %.0f s in the future", ahead_s)
+            return {"consistency_level": self._consistency}
+        return {"consistency_level": "Customized", "guarantee_timestamp": int(fence)}
+
+    def search(
+        self, vector: Sequence[float], top_k: int, flt: SearchFilter, *, fence: int | None = None
+    ) -> list[Hit]:
         if self._dim is None:
             raise IndexNotReadyError("call ensure_ready(dim) before using the index")
         if not 1 <= top_k <= MAX_TOP_K:
@@ -357,7 +391,7 @@ class MilvusIndex(VectorIndex):
                 output_fields=self._output_fields,
                 search_params=params,
                 timeout=self._timeout,
-                consistency_level=self._consistency,
+                **self._consistency_for(fence),
             ),
         )
         hits = result[0] if result else []

@@ -48,15 +48,25 @@ def best_per_post(hits: Sequence[Hit], top_k: int) -> list[Hit]:
 
 
 def collect_hits(
-    index: VectorIndex, vector: Sequence[float], top_k: int, flt: SearchFilter
+    index: VectorIndex,
+    vector: Sequence[float],
+    top_k: int,
+    flt: SearchFilter,
+    *,
+    fence: int | None = None,
 ) -> list[Hit]:
-    """``top_k`` distinct posts, oversampling rows since one post may hold several."""
+    """``top_k`` distinct posts, oversampling rows since one post may hold several.
+
+    ``fence``: see :meth:`VectorIndex.search` (the rows of every write before it are seen).
+    """
     fetch = min(top_k * OVERSAMPLE, MAX_FETCH)
-    hits = index.search(vector, fetch, flt)
+    # The fence only when there is one: indexes written before fences keep working.
+    extra = {"fence": fence} if fence is not None else {}
+    hits = index.search(vector, fetch, flt, **extra)
     best = best_per_post(hits, top_k)
     worst_case = min(top_k * ROWS_PER_POST, MAX_FETCH)
     if len(best) < top_k and len(hits) == fetch and fetch < worst_case:
-        hits = index.search(vector, worst_case, flt)
+        hits = index.search(vector, worst_case, flt, **extra)
         best = best_per_post(hits, top_k)
     return best
 

@@ -21,8 +21,10 @@ command line that is ``--without-web``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
@@ -37,6 +39,7 @@ from crossfeed.streams.topics import Topics
 log = logging.getLogger(__name__)
 
 AGENT_NAMES = {stage: f"crossfeed.{stage}" for stage in STAGES}
+ACTIVITY_FLUSH_S = 1.0
 
 
 class _LazyPublisher:
@@ -48,6 +51,14 @@ class _LazyPublisher:
     async def publish(self, topic: str, key: str | None, value: bytes) -> None:
         # Buffered in the producer; faust flushes it before committing any offset.
         await self.topics[topic].send(key=key.encode("utf-8") if key else None, value=value)
+
+
+def _produced_at(event: Any) -> datetime | None:
+    """The record's Kafka timestamp (produce or log-append time), None when absent."""
+    ts = getattr(getattr(event, "message", None), "timestamp", None)
+    if not isinstance(ts, int | float) or ts <= 0:
+        return None
+    return datetime.fromtimestamp(float(ts), tz=UTC)
 
 
 def _manual_acks(stream: faust.StreamT) -> faust.Stream:
@@ -85,7 +96,7 @@ def create_app(
     """A faust app running ``stages``; nothing connects until a worker starts it.
 
     ``pipeline_kwargs`` (``embedder=``, ``index=``, ``dedupe=``, ``epoch=``,
-    ``metrics=``, ``fetcher=``, ``allow_private_hosts=``) go to
+    ``metrics=``, ``fetcher=``, ``allow_private_hosts=``, ``live=``) go to
     :func:`build_pipeline`; the defaults are the real engines from ``settings``.
     ``publisher`` replaces the faust topics as the stages' output (unit tests
     with faust's in-memory agent harness). The stage objects are on
@@ -142,6 +153,14 @@ def create_app(
         for topic in topics.values():
             await topic.maybe_declare()
 
+    activity = pipeline.live.activity
+    if activity is not None:
+
+        @app.timer(ACTIVITY_FLUSH_S)
+        async def publish_activity() -> None:
+            """This worker's posts/s and dead letters, to Redis for the API's /v1/stats."""
+            await asyncio.get_running_loop().run_in_executor(None, activity.flush)
+
     if "normalize" in stages:
         normalize_stage = pipeline.normalize
         assert normalize_stage is not None
@@ -150,7 +169,7 @@ def create_app(
         async def normalize(stream: faust.StreamT) -> Any:
             events = _manual_acks(stream)
             async for event in events.events():
-                outcome = await normalize_stage.handle(event.value)
+                outcome = await normalize_stage.handle(event.value, _produced_at(event))
                 await events.ack(event)
                 yield outcome
 

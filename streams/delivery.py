@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from crossfeed.core.kafka import MAX_MESSAGE_BYTES
 from crossfeed.core.schema import DeadLetter, Stage
 from crossfeed.exceptions import is_retriable
+from crossfeed.live.activity import reason_label
 from crossfeed.streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class DeadLetters:
         log.warning("dead-lettered post %s at %s: %s", post_id or "?", stage, reason)
         await self._publisher.publish(self._topic, post_id, value)
         self._metrics.deadletters.labels(stage=stage).inc()
+        self._metrics.deadletter_reasons.labels(stage=stage, reason=reason_label(reason)).inc()
 
     async def parse(self, model: type[M], payload: bytes, stage: Stage, what: str) -> M | None:
         """``payload`` as ``model``; None after dead-lettering it when it does not validate."""

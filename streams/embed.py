@@ -42,8 +42,10 @@ from crossfeed.core.text import embedding_text
 from crossfeed.encoders.base import Embedder
 from crossfeed.encoders.moments import Moment, segment_moments
 from crossfeed.exceptions import CrossfeedError, InvalidInputError
+from crossfeed.live.thumbs import Thumbnail, make_thumbnail
 from crossfeed.streams.delivery import DeadLetters, Publisher, retry_forever
 from crossfeed.streams.exceptions import MediaError
+from crossfeed.streams.hooks import ThumbnailPolicy
 from crossfeed.streams.media import (
     DecodeLimits,
     MediaFetcher,
@@ -66,6 +68,7 @@ class PreparedPost:
     images: list[tuple[int, str, Image.Image]] = field(default_factory=list)  # item, ref, image
     videos: list[tuple[int, str, list[Image.Image]]] = field(default_factory=list)
     moments: dict[int, list[Moment]] = field(default_factory=dict)  # video item -> its moments
+    thumbs: list[Thumbnail] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +98,7 @@ class EmbedStage:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         suggester: TagSuggestStep | None = None,
         moment_s: float = 0.0,
+        thumbnails: ThumbnailPolicy | None = None,
     ) -> None:
         self._embedder: Embedder | None = embedder if isinstance(embedder, Embedder) else None
         self._embedder_factory = None if isinstance(embedder, Embedder) else embedder
@@ -109,6 +113,7 @@ class EmbedStage:
         self._clock = clock
         self._suggester = suggester
         self._moment_s = moment_s  # 0 = whole videos only
+        self._thumbs = thumbnails
 
     def close(self) -> None:
         if self._suggester is not None:
@@ -180,6 +185,9 @@ class EmbedStage:
 
         embedder = await self.embedder()
         records = await self._embed(embedder, prepared, report)
+        # Thumbnails before the vectors: a post is searchable only after the index stage
+        # took its vectors, and by then its pictures are there to show.
+        await self._store_thumbnails([t for p in prepared for t in p.thumbs])
         for record in records:
             await self._publisher.publish(
                 self._topic_vectors, record.post_id, record.model_dump_json().encode()
@@ -206,7 +214,45 @@ class EmbedStage:
                     out.moments[number] = segment_moments([t for t, _ in timed], self._moment_s)
             except Exception as exc:  # any failure of one item sinks the post, never the batch
                 raise MediaError(f"media {number} ({item.kind}, {ref}): {exc}") from exc
+        if self._thumbs is not None:
+            out.thumbs = self._make_thumbnails(out)
         return out
+
+    def _make_thumbnails(self, post: PreparedPost) -> list[Thumbnail]:
+        """A thumbnail per image, per video (its middle frame) and per video moment (the
+        moment's middle frame). Best effort: a picture that will not shrink costs nothing
+        but its thumbnail."""
+        policy = self._thumbs
+        assert policy is not None
+        post_id = post.clean.post.id
+        wanted: list[tuple[int, int | None, Image.Image]] = [
+            (n, None, im) for n, _, im in post.images
+        ]
+        for number, _, frames in post.videos:
+            if not frames:
+                continue
+            wanted.append((number, None, frames[len(frames) // 2]))
+            for moment in post.moments.get(number, []):
+                if moment.frames:
+                    middle = moment.frames[len(moment.frames) // 2]
+                    wanted.append((number, moment.index, frames[middle]))
+        out: list[Thumbnail] = []
+        for number, moment_index, image in wanted:
+            try:
+                jpeg = make_thumbnail(image, max_px=policy.max_px, max_bytes=policy.max_bytes)
+            except Exception as exc:
+                log.warning("no thumbnail for %s item %d: %s", post_id, number, exc)
+                continue
+            out.append(Thumbnail(post_id, number, moment_index, jpeg))
+        return out
+
+    async def _store_thumbnails(self, thumbs: list[Thumbnail]) -> None:
+        if not thumbs or self._thumbs is None:
+            return
+        try:
+            await self._run(self._thumbs.writer.put, thumbs)
+        except CrossfeedError as exc:  # pictures are never worth holding up the stream
+            log.warning("could not store %d thumbnails: %s", len(thumbs), exc)
 
     # ------------------------------------------------------------------ embedding
 
@@ -347,6 +393,7 @@ class EmbedStage:
             lang=post.lang,
             media_ref=ref,
             source=post.source,
+            produced_at=clean.produced_at,
         )
 
 

@@ -7,7 +7,9 @@ the batch's messages only after this returns, so their offsets are committed
 only once the index accepted them. A non-retriable failure is narrowed down by
 splitting the batch in halves until the offending rows are found; those alone
 are dead-lettered (stage "index"). After each accepted batch the index epoch is
-bumped so search caches go stale.
+bumped (with the index's write fence, so a search cached under the new epoch sees
+these rows), the batch is matched against every standing query (a percolator,
+:mod:`crossfeed.live.percolator`), and the index freshness is recorded.
 
 Version guard: a stage built with ``model_version`` writes only records of that
 version. Vectors of different versions live in different spaces (and may differ
@@ -29,7 +31,11 @@ from typing import Any, Protocol, cast
 
 from crossfeed.core.schema import VectorRecord
 from crossfeed.core.settings import KafkaSettings
+from crossfeed.exceptions import CrossfeedError
 from crossfeed.indexer.base import IndexRow, VectorIndex
+from crossfeed.live.base import Match
+from crossfeed.live.freshness import FreshnessRecorder
+from crossfeed.live.percolator import Percolator
 from crossfeed.streams.delivery import (
     DeadLetters,
     Publisher,
@@ -41,9 +47,10 @@ log = logging.getLogger(__name__)
 
 
 class EpochBumper(Protocol):
-    """What the stage needs of :class:`crossfeed.indexer.epoch.IndexEpoch`."""
+    """What the stage needs of :class:`crossfeed.indexer.epoch.IndexEpoch`: ``bump()``,
+    and ``bump(fence)`` when the index hands out write fences."""
 
-    def bump(self) -> int: ...
+    def bump(self, fence: int | None = None) -> int: ...
 
 
 @dataclass
@@ -53,12 +60,14 @@ class IndexReport:
     deadlettered: int = 0
     skipped: int = 0  # records of another model version (see ``model_version``)
     epoch: int | None = None
+    matches: int = 0  # new standing-query matches recorded
 
 
 @dataclass(frozen=True)
 class _Pending:
     row: IndexRow
     payload: bytes
+    produced_ms: int | None = None  # the post's produce time on posts.raw
 
 
 def to_index_row(record: VectorRecord) -> IndexRow:
@@ -102,6 +111,8 @@ class IndexStage:
         metrics: WorkerMetrics,
         executor: Executor | None = None,
         model_version: str | Callable[[], str | None] | None = None,
+        percolator: Percolator | None = None,
+        freshness: FreshnessRecorder | None = None,
     ) -> None:
         self._index: VectorIndex | None = index if isinstance(index, VectorIndex) else None
         self._index_factory = None if isinstance(index, VectorIndex) else index
@@ -110,10 +121,14 @@ class IndexStage:
         self._dead = DeadLetters(publisher, topics.topic_deadletter, metrics)
         self._metrics = metrics
         self._model_version = model_version
+        self._percolator = percolator
+        self._freshness = freshness
         self._foreign_versions: set[str] = set()  # versions already logged as skipped
         self._own_executor = executor is None
         # One thread: index calls are serialised anyway, and clients need not be thread-safe.
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="crossfeed-index")
+        # Matching standing queries overlaps the upsert, so it gets a thread of its own.
+        self._match_executor = ThreadPoolExecutor(1, thread_name_prefix="crossfeed-match")
 
     def close(self) -> None:
         """Close the index if this stage opened it (from a factory); an index passed in
@@ -123,6 +138,7 @@ class IndexStage:
             self._index = None
         if self._own_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        self._match_executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -149,20 +165,106 @@ class IndexStage:
                 report.skipped += 1
                 continue
             row = to_index_row(record)
-            pending[row.row_id] = _Pending(row, payload)
+            produced = record.produced_at
+            produced_ms = None if produced is None else int(produced.timestamp() * 1000)
+            pending[row.row_id] = _Pending(row, payload, produced_ms)
         if not pending:
             return report
 
+        # Matching is pure CPU and needs only the vectors: it runs while Milvus takes the
+        # upsert (an I/O wait for this stage); its matches are recorded only afterwards.
+        matching = self._start_matching([p.row for p in pending.values()])
         started = time.perf_counter()
-        written = await self._upsert(list(pending.values()), report)
+        accepted: list[_Pending] = []
+        try:
+            written = await self._upsert(list(pending.values()), report, accepted)
+        except BaseException:
+            if matching is not None:
+                matching.cancel()
+            raise
         self._metrics.index_batch_seconds.observe(time.perf_counter() - started)
         report.rows_written = written
         self._metrics.indexed.inc(written)
         self._metrics.posts_out.labels(stage="index").inc(written)
         if written and self._epoch is not None:
             epoch = self._epoch
-            report.epoch = await retry_forever(lambda: self._run(epoch.bump), what="epoch bump")
+            fence = await self._run(self._get_index().write_fence)
+            # Without a fence, call bump() bare: epochs written for indexes that have none.
+            bump = (lambda: epoch.bump(fence)) if fence else (lambda: epoch.bump())
+            report.epoch = await retry_forever(lambda: self._run(bump), what="epoch bump")
+        if accepted:
+            report.matches = await self._after_accept(accepted, matching)
+        elif matching is not None:
+            matching.cancel()
         return report
+
+    def _start_matching(self, rows: list[IndexRow]) -> asyncio.Future[list[Match]] | None:
+        if self._percolator is None:
+            return None
+        percolator = self._percolator
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._match_executor, percolator.match_batch, rows)
+
+    async def _matches(
+        self, accepted: list[_Pending], matching: asyncio.Future[list[Match]] | None
+    ) -> list[Match]:
+        """The matches of the accepted rows: those computed during the upsert, or (when
+        that failed, e.g. Redis was briefly away) computed again now, until it works."""
+        assert self._percolator is not None
+        found: list[Match] | None = None
+        if matching is not None:
+            try:
+                found = await matching
+            except CrossfeedError as exc:
+                log.warning("matching during the upsert failed, matching again: %s", exc)
+        if found is None:
+            percolator, rows = self._percolator, [p.row for p in accepted]
+            again: list[Match] = await retry_forever(
+                lambda: self._run(percolator.match_batch, rows), what="matching standing queries"
+            )
+            found = again
+        taken = {p.row.row_id for p in accepted}  # rows the index refused notify nobody
+        return [m for m in found if m.data.get("row_id") in taken]
+
+    async def _after_accept(
+        self, accepted: list[_Pending], matching: asyncio.Future[list[Match]] | None = None
+    ) -> int:
+        """Standing queries and freshness, once Milvus holds the rows (and the epoch moved,
+        so a client told of a match finds the post by searching at once).
+
+        A match must not be lost: Redis failures are retried until they pass, and the
+        batch is acknowledged only afterwards (replays are deduplicated by the store).
+        Freshness is informational: a failure to record it is logged, not retried.
+        """
+        rows = [p.row for p in accepted]
+        matches = 0
+        if self._percolator is not None:
+            percolator = self._percolator
+            started = time.perf_counter()
+            found = await self._matches(accepted, matching)
+            if found:
+                matches = await retry_forever(
+                    lambda: self._run(percolator.record, found), what="recording matches"
+                )
+            self._metrics.percolate_seconds.observe(time.perf_counter() - started)
+            self._metrics.matches.inc(matches)
+        if self._freshness is not None:
+            produced = [p.produced_ms for p in accepted if p.produced_ms is not None]
+            freshness = self._freshness
+            try:
+                await self._run(
+                    lambda: freshness.record(
+                        newest_event_ms=max(r.created_at_ms for r in rows),
+                        oldest_produced_ms=min(produced) if produced else None,
+                        rows=len(rows),
+                        active_subscriptions=(
+                            None if self._percolator is None else self._percolator.active
+                        ),
+                    )
+                )
+            except CrossfeedError as exc:
+                log.warning("could not record index freshness: %s", exc)
+        return matches
 
     async def _wanted_version(self) -> str | None:
         version = self._model_version
@@ -187,8 +289,11 @@ class IndexStage:
         await retry_forever(lambda: self._run(index.ensure_ready, dim), what="index setup")
         self._ready_dims = {dim}
 
-    async def _upsert(self, rows: list[_Pending], report: IndexReport) -> int:
-        """Upsert ``rows``; retriable errors retry forever, others bisect to the bad rows."""
+    async def _upsert(
+        self, rows: list[_Pending], report: IndexReport, accepted: list[_Pending]
+    ) -> int:
+        """Upsert ``rows``; retriable errors retry forever, others bisect to the bad rows.
+        The rows the index took are appended to ``accepted``."""
 
         async def attempt() -> int:
             await self._ensure_ready(len(rows[0].row.vector))
@@ -196,7 +301,9 @@ class IndexStage:
             return int(await self._run(index.upsert, [p.row for p in rows]))
 
         try:
-            return await retry_forever(attempt, what=f"index upsert of {len(rows)} rows")
+            written = await retry_forever(attempt, what=f"index upsert of {len(rows)} rows")
+            accepted.extend(rows)
+            return written
         except Exception as exc:
             if len(rows) == 1:
                 row = rows[0].row
@@ -207,4 +314,6 @@ class IndexStage:
                 return 0
             log.warning("index refused a batch of %d rows (%s); narrowing down", len(rows), exc)
             mid = len(rows) // 2
-            return await self._upsert(rows[:mid], report) + await self._upsert(rows[mid:], report)
+            return await self._upsert(rows[:mid], report, accepted) + await self._upsert(
+                rows[mid:], report, accepted
+            )

@@ -18,6 +18,23 @@ class WorkerMetrics(MetricsBundle):
         self.deadletters = Counter(
             "crossfeed_deadletters", "Messages sent to the dead-letter topic", ["stage"], registry=r
         )
+        self.deadletter_reasons = Counter(
+            "crossfeed_deadletter_reasons",
+            "Dead letters by stage and reason label (live/activity.py reason_label)",
+            ["stage", "reason"],
+            registry=r,
+        )
+        self.matches = Counter(
+            "crossfeed_subscription_matches",
+            "New matches of standing queries recorded by the index stage",
+            registry=r,
+        )
+        self.percolate_seconds = Histogram(
+            "crossfeed_percolate_seconds",
+            "Matching a batch against every standing query (and recording the matches)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.duplicates = Counter(
             "crossfeed_duplicates", "Reposts detected by content hash", registry=r
         )

@@ -53,8 +53,10 @@ class NormalizeStage:
         self._metrics = metrics
         self._clock = clock
 
-    async def handle(self, raw: bytes | None) -> str:
-        """Process one ``posts.raw`` value; returns "clean", "duplicate" or "deadletter"."""
+    async def handle(self, raw: bytes | None, produced_at: datetime | None = None) -> str:
+        """Process one ``posts.raw`` value; returns "clean", "duplicate" or "deadletter".
+
+        ``produced_at``: the record's Kafka timestamp, carried along for freshness."""
         self._metrics.posts_in.labels(stage="normalize").inc()
         payload = raw or b""
         post_or_none = await self._parse(payload)
@@ -88,6 +90,7 @@ class NormalizeStage:
             content_hash=digest,
             duplicate_of=duplicate_of,
             received_at=self._clock(),
+            produced_at=produced_at,
         )
         value = clean.model_dump_json().encode()
         if len(value) > self._max_bytes:

@@ -18,6 +18,7 @@ from crossfeed.indexer.base import VectorIndex
 from crossfeed.streams.dedupe import DedupeStore, RedisDedupeStore
 from crossfeed.streams.delivery import Publisher
 from crossfeed.streams.embed import EmbedStage
+from crossfeed.streams.hooks import LiveHooks
 from crossfeed.streams.index import EpochBumper, IndexStage
 from crossfeed.streams.media import DecodeLimits, MediaFetcher, MediaPolicy
 from crossfeed.streams.metrics import WorkerMetrics
@@ -44,6 +45,7 @@ class Pipeline:
     embed: EmbedStage | None = None
     index: IndexStage | None = None
     dedupe: DedupeStore | None = None
+    live: LiveHooks = field(default_factory=LiveHooks)
     closers: list[Any] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -68,16 +70,23 @@ def build_pipeline(
     metrics: WorkerMetrics | None = None,
     fetcher: MediaFetcher | None = None,
     allow_private_hosts: bool | None = None,
+    live: LiveHooks | None = None,
 ) -> Pipeline:
     """Stage objects for ``stages``; defaults talk to the configured engines, lazily.
 
     ``allow_private_hosts`` (media URLs on loopback/private networks) defaults to
-    the ``allow_private_urls`` stream setting.
+    the ``allow_private_urls`` stream setting. ``live``: the live-monitoring hooks
+    (standing queries, freshness, thumbnails, activity); None builds them on the
+    configured Redis, ``LiveHooks()`` turns them all off.
     """
     stages = check_stages(stages)
     if allow_private_hosts is None:
         allow_private_hosts = settings.stream.allow_private_urls
     pipe = Pipeline(metrics=metrics or WorkerMetrics())
+    if live is None:
+        live = LiveHooks.from_settings(settings, stages=stages, registry=pipe.metrics.registry)
+        pipe.closers.append(live.close)
+    pipe.live = live
     if "normalize" in stages:
         if dedupe is None:
             dedupe = RedisDedupeStore(
@@ -124,6 +133,7 @@ def build_pipeline(
             publisher=publisher,
             topics=settings.kafka,
             metrics=pipe.metrics,
+            thumbnails=live.thumbnails,
         )
     if "index" in stages:
 
@@ -145,6 +155,8 @@ def build_pipeline(
             topics=settings.kafka,
             metrics=pipe.metrics,
             model_version=index_version,
+            percolator=live.percolator,
+            freshness=live.freshness,
         )
     return pipe
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from crossfeed.indexer.exceptions import VectorIndexError
 from crossfeed.streams.delivery import Publisher
 from crossfeed.streams.exceptions import ReindexError
+from crossfeed.streams.hooks import LiveHooks
 from crossfeed.streams.metrics import WorkerMetrics
 from crossfeed.streams.pipeline import build_pipeline
 from crossfeed.streams.reindex_kafka import (
@@ -87,7 +88,7 @@ class RoutingPublisher:
 class _NoEpoch:
     """A collection nobody searches yet needs no cache invalidation."""
 
-    def bump(self) -> int:
+    def bump(self, fence: int | None = None) -> int:
         return 0
 
 
@@ -183,6 +184,9 @@ def run_reindex(
             index=index,
             epoch=epoch,
             metrics=WorkerMetrics(),
+            # A back-fill of a version not served yet: no standing queries, freshness or
+            # pictures of its own (the serving stream made the posts' thumbnails).
+            live=LiveHooks(),
         )
         loop = asyncio.new_event_loop()
         cleanup.callback(loop.close)

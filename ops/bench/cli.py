@@ -7,6 +7,7 @@ Sub-commands::
     crossfeed bench ingest     # rows/s per modality and freshness through the pipeline
     crossfeed bench query      # API latency, uncached vs cached, per query kind
     crossfeed bench sources    # connector throughput, Jetstream frames -> Kafka
+    crossfeed bench live       # standing queries: index-stage cost, produce -> searchable / SSE
     crossfeed bench all        # all of the above, one combined report
 
 Each writes ``<out>/<name>.json``, ``<out>/<name>.md`` and ``<out>/<name>.png``
@@ -28,7 +29,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 ENGINE_NAMES = ("kafka", "redis", "milvus")
-PARTS = ("engines", "encoders", "ingest", "query")
+PARTS = ("engines", "encoders", "ingest", "query")  # what `bench all` runs
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 
@@ -103,6 +104,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=5000, help="frames per run (default 5000)")
     p.add_argument("--repeats", type=int, default=3, help="runs per sink (default 3)")
     p.set_defaults(func=_cmd_sources)
+    p = bsub.add_parser("live", help="standing queries: index-stage cost, produce -> SSE")
+    _common(p)
+    p.add_argument("--burst", type=int, default=300, help="posts of the max-rate burst")
+    p.add_argument("--subscriptions", type=int, default=10_000, help="N (default 10000)")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds per latency run")
+    p.add_argument("--probe-every", type=int, default=10, help="1 probe post in this many")
+    p.add_argument("--cost-rounds", type=int, default=6, help="index-stage cost rounds")
+    p.set_defaults(func=_cmd_live)
 
     p = bsub.add_parser("all", help="every bench, one combined report")
     _common(p)
@@ -267,6 +276,15 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     if args.keep:
         results["kept"] = {"collection": names.collection, "topics": names.topics}
     return _emit(build_report(results, **_ingest_params(args, corpus)), args, out)
+
+
+def _cmd_live(args: argparse.Namespace) -> int:
+    from crossfeed.ops.bench.push import run_live_bench
+
+    base = _settings()
+    _check_engines(base)
+    out = _out_dir(args, base)
+    return _emit(run_live_bench(base, out, args), args, out)
 
 
 def _cmd_query(args: argparse.Namespace) -> int:

@@ -125,12 +125,54 @@ def plot_sources(ax: Any, results: dict[str, Any]) -> bool:
     return True
 
 
+def plot_live(ax: Any, results: dict[str, Any]) -> bool:
+    """p50/p95 of produce -> searchable and produce -> SSE, per subscription count."""
+    runs = results.get("latency") or {}
+    if not runs:
+        return False
+    labels: list[str] = []
+    bars: dict[str, list[float]] = {
+        "searchable p50": [],
+        "searchable p95": [],
+        "SSE p50": [],
+        "SSE p95": [],
+    }
+    for n, run in runs.items():
+        labels.append(f"{int(n):,} subscription(s)")
+        for key, part, q in (
+            ("searchable p50", "searchable_s", "p50"),
+            ("searchable p95", "searchable_s", "p95"),
+            ("SSE p50", "sse_s", "p50"),
+            ("SSE p95", "sse_s", "p95"),
+        ):
+            bars[key].append(float(run.get(part, {}).get(q) or 0.0))
+    width = 0.2
+    for k, (name, values) in enumerate(bars.items()):
+        xs = [i + (k - 1.5) * width for i in range(len(labels))]
+        ax.bar(xs, values, width, label=name)
+    ax.axhline(2.0, color="grey", linestyle="--", linewidth=1, label="SSE p95 target")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel("seconds from produce")
+    cost = results.get("index_cost") or {}
+    ratio_ = cost.get("throughput_ratio")
+    rate = results.get("rate_posts_per_s")
+    title = f"at {rate:.1f} posts/s" if rate else "latency"
+    if ratio_ is not None:
+        title += (
+            f"; index stage with {cost.get('subscriptions', 0):,} subs: {ratio_:.0%} throughput"
+        )
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return True
+
+
 PANELS: dict[str, Callable[[Any, dict[str, Any]], bool]] = {
     "engines": plot_engines,
     "encoders": plot_encoders,
     "ingest": plot_ingest,
     "query": plot_query,
     "sources": plot_sources,
+    "live": plot_live,
 }
 
 

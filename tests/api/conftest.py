@@ -13,11 +13,13 @@ from PIL import Image
 
 from crossfeed.api.app import create_app
 from crossfeed.api.cache import MemorySearchCache
+from crossfeed.api.live import LiveServices
 from crossfeed.api.metrics import ApiMetrics
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.base import IndexRow
 from crossfeed.indexer.memory import InMemoryIndex
+from crossfeed.live.memory import MemorySubscriptions
 
 DIM = 32
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
@@ -132,7 +134,14 @@ def settings(listening_port: int) -> Settings:
     s.kafka.bootstrap = f"127.0.0.1:{listening_port}"
     s.api.max_upload_bytes = 200_000
     s.api.max_top_k = 20
+    s.live.lag_refresh_s = 0  # no broker here: never try to measure consumer lag
+    s.live.sse_heartbeat_s = 0.3
     return s
+
+
+@pytest.fixture
+def subscriptions() -> MemorySubscriptions:
+    return MemorySubscriptions(events_maxlen=1000)
 
 
 @pytest.fixture
@@ -141,7 +150,15 @@ def client(
     embedder: HashingEmbedder,
     index: InMemoryIndex,
     cache: MemorySearchCache,
+    subscriptions: MemorySubscriptions,
 ) -> Iterator[TestClient]:
-    app = create_app(settings, embedder=embedder, index=index, cache=cache, metrics=ApiMetrics())
+    app = create_app(
+        settings,
+        embedder=embedder,
+        index=index,
+        cache=cache,
+        metrics=ApiMetrics(),
+        live=LiveServices.memory(subscriptions),
+    )
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c

@@ -14,6 +14,7 @@ from crossfeed.core.settings import KafkaSettings, Settings, StreamSettings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.streams.app import AGENT_NAMES, create_app
 from crossfeed.streams.dedupe import InMemoryDedupeStore
+from crossfeed.streams.hooks import LiveHooks
 from crossfeed.streams.metrics import WorkerMetrics
 from crossfeed.streams.testing import RecordingPublisher
 
@@ -56,6 +57,7 @@ def normalize_app() -> tuple[Any, RecordingPublisher, WorkerMetrics]:
         publisher=pub,
         dedupe=InMemoryDedupeStore(),
         metrics=metrics,
+        live=LiveHooks(),
     )
     return app, pub, metrics
 
@@ -230,6 +232,7 @@ def embed_app() -> tuple[Any, RecordingPublisher, HashingEmbedder, WorkerMetrics
         publisher=pub,
         embedder=embedder,
         metrics=metrics,
+        live=LiveHooks(),
     )
     return app, pub, embedder, metrics
 

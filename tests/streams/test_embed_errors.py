@@ -24,6 +24,7 @@ from crossfeed.streams import delivery
 from crossfeed.streams.app import AGENT_NAMES, create_app
 from crossfeed.streams.embed import EmbedReport, EmbedStage
 from crossfeed.streams.exceptions import WorkerError
+from crossfeed.streams.hooks import LiveHooks
 from crossfeed.streams.media import DecodeLimits, MediaFetcher, MediaPolicy
 from crossfeed.streams.metrics import WorkerMetrics
 from crossfeed.streams.testing import RecordingPublisher
@@ -279,7 +280,12 @@ def _embed_app(embedder: Embedder, pub: RecordingPublisher) -> Any:
         CROSSFEED_BATCH_WAIT=0.05,
     )
     return create_app(
-        settings, stages=("embed",), publisher=pub, embedder=embedder, metrics=WorkerMetrics()
+        settings,
+        stages=("embed",),
+        publisher=pub,
+        embedder=embedder,
+        metrics=WorkerMetrics(),
+        live=LiveHooks(),
     )
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pytest
 
 from crossfeed.core.schema import DeadLetter, VectorRecord
@@ -16,6 +17,7 @@ from crossfeed.indexer.base import IndexRow
 from crossfeed.indexer.exceptions import IndexUnavailableError
 from crossfeed.indexer.memory import InMemoryIndex
 from crossfeed.streams.app import AGENT_NAMES, create_app
+from crossfeed.streams.hooks import LiveHooks
 from crossfeed.streams.index import IndexStage
 from crossfeed.streams.metrics import WorkerMetrics
 from crossfeed.streams.testing import RecordingPublisher
@@ -145,7 +147,12 @@ async def test_index_agent_acks_only_after_upsert_returned() -> None:
     settings.stream = StreamSettings(CROSSFEED_BATCH_SIZE=2, CROSSFEED_BATCH_WAIT=0.1)
     index = GatedIndex()
     app = create_app(
-        settings, stages=("index",), publisher=RecordingPublisher(), index=index, epoch=_Epoch()
+        settings,
+        stages=("index",),
+        publisher=RecordingPublisher(),
+        index=index,
+        epoch=_Epoch(),
+        live=LiveHooks(),
     )
     async with app.agents[AGENT_NAMES["index"]].test_context() as agent:
         events = [await agent.put(_record(p), wait=False) for p in ("a", "b")]
@@ -158,3 +165,54 @@ async def test_index_agent_acks_only_after_upsert_returned() -> None:
             await asyncio.sleep(0.02)
         assert all(e.message.acked for e in events)
     assert index.count() == 2
+
+
+async def test_new_rows_are_matched_against_standing_queries_once_accepted() -> None:
+    """The index stage records a match only for rows the index accepted (a refused row
+    notifies nobody), and a replayed batch records nothing twice."""
+    from crossfeed.indexer.base import SearchFilter
+    from crossfeed.indexer.exceptions import IndexOperationError
+    from crossfeed.live.base import Subscription
+    from crossfeed.live.memory import MemorySubscriptions
+    from crossfeed.live.percolator import Percolator
+
+    store = MemorySubscriptions()
+    vector = np.zeros(DIM, dtype=np.float32)
+    vector[0] = 1.0  # what _record puts in an item-0 row
+    await store.create(
+        Subscription(
+            id="s1",
+            name="s1",
+            kind="text",
+            query="q",
+            min_score=0.9,
+            filter=SearchFilter(model_version="m1"),
+            filters={},
+            vector=vector,
+            model_version="m1",
+            created_at_ms=0,
+        ),
+        limit=10,
+    )
+
+    class Refusing(InMemoryIndex):
+        def upsert(self, rows: Any) -> int:
+            if any(r.post_id == "bad" for r in rows):
+                raise IndexOperationError("refused")
+            return super().upsert(rows)
+
+    stage = IndexStage(
+        index=Refusing(),
+        epoch=None,
+        publisher=RecordingPublisher(),
+        topics=TOPICS,
+        metrics=WorkerMetrics(),
+        percolator=Percolator(store),
+    )
+    batch = [_record("good"), _record("bad"), _record("far", item=1)]
+    report = await stage.handle_batch(batch)
+    assert report.matches == 1 and report.deadlettered == 1
+    assert (await stage.handle_batch(batch)).matches == 0  # a replay: nothing new
+    events = await store.read_events("s1", "0", count=10, block_s=0)
+    assert [e.data["post_id"] for e in events] == ["good"]
+    stage.close()

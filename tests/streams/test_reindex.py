@@ -19,6 +19,7 @@ from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.collections import default_collection, slug
 from crossfeed.indexer.memory import InMemoryIndex
 from crossfeed.streams.exceptions import ReindexError
+from crossfeed.streams.hooks import LiveHooks
 from crossfeed.streams.index import IndexStage
 from crossfeed.streams.metrics import WorkerMetrics
 from crossfeed.streams.pipeline import build_pipeline
@@ -170,7 +171,7 @@ def _pipeline_index(
         publisher=RecordingPublisher(),
         index=index,
         epoch=_Epoch(),
-        **kwargs,
+        **{"live": LiveHooks(), **kwargs},
     )
     assert pipe.index is not None
     return pipe.index, index

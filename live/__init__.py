@@ -1,0 +1,1 @@
+"""Live monitoring: standing queries (a semantic percolator), freshness, activity, thumbnails."""
