@@ -29,7 +29,9 @@ from crossfeed.indexer.schema import (
 # Bounds an exclusion list: a post-id query excludes one post; 1000 leaves room
 # for callers that exclude what they already showed, without unbounded expressions.
 MAX_EXCLUDED_POSTS = 1000
-_INT64_MIN = -(2**63)
+# Milvus reads "-9223372036854775808" as minus 9223372036854775808, which overflows int64
+# ("cannot parse expression"): the lowest bound it can parse is one more than int64's.
+_INT64_MIN = -(2**63) + 1
 _INT64_MAX = 2**63 - 1
 
 
