@@ -146,6 +146,7 @@ async def search(
         encode_limiter=state.encode_limiter,
         max_upload_bytes=settings.api.max_upload_bytes,
         max_image_pixels=settings.encoder.max_image_pixels,
+        max_media_frames=settings.encoder.max_media_frames,
         retry_budget_s=settings.api.retry_budget_s,
     )
     return await run_search(ctx, query)

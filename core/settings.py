@@ -99,7 +99,10 @@ class EncoderSettings(_Base):
     # other shot lengths may prefer another window.
     video_moment_s: float = Field(default=4.0, ge=0.0, alias="CROSSFEED_VIDEO_MOMENT_S")
     max_media_bytes: int = Field(default=20 * 1024 * 1024, alias="CROSSFEED_MAX_MEDIA_BYTES")
-    max_image_pixels: int = Field(default=40_000_000, alias="CROSSFEED_MAX_IMAGE_PIXELS")
+    max_image_pixels: int = Field(default=40_000_000, ge=1, alias="CROSSFEED_MAX_IMAGE_PIXELS")
+    # Frames an animated image or a video may have, read from its headers before any
+    # decoding (10 minutes at 30 fps); more is refused as a decompression bomb.
+    max_media_frames: int = Field(default=18_000, ge=1, alias="CROSSFEED_MAX_MEDIA_FRAMES")
 
 
 class StreamSettings(_Base):

@@ -35,6 +35,7 @@ from PIL import Image
 
 from crossfeed.core.schema import MediaItem
 from crossfeed.core.settings import Settings
+from crossfeed.encoders.media import DEFAULT_MAX_MEDIA_FRAMES
 from crossfeed.streams.exceptions import (
     MediaError,
     MediaFetchError,
@@ -299,6 +300,7 @@ class DecodeLimits:
     max_pixels: int
     video_fps: float
     video_max_frames: int
+    max_total_frames: int = DEFAULT_MAX_MEDIA_FRAMES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DecodeLimits:
@@ -308,6 +310,7 @@ class DecodeLimits:
             max_pixels=enc.max_image_pixels,
             video_fps=enc.video_fps,
             video_max_frames=enc.video_max_frames,
+            max_total_frames=enc.max_media_frames,
         )
 
 
@@ -315,7 +318,9 @@ def decode_image_bytes(data: bytes, limits: DecodeLimits) -> Image.Image:
     """An RGB image; raises ``MediaDecodeError`` (encoders) when corrupt or too large."""
     from crossfeed.encoders.media import decode_image
 
-    return decode_image(data, limits.max_bytes, limits.max_pixels)
+    return decode_image(
+        data, limits.max_bytes, limits.max_pixels, max_total_frames=limits.max_total_frames
+    )
 
 
 def decode_video_bytes(data: bytes, limits: DecodeLimits) -> list[tuple[float, Image.Image]]:
@@ -329,5 +334,6 @@ def decode_video_bytes(data: bytes, limits: DecodeLimits) -> list[tuple[float, I
         limits.video_max_frames,
         limits.max_bytes,
         max_pixels=limits.max_pixels,
+        max_total_frames=limits.max_total_frames,
     )
     return list(frames)
