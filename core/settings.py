@@ -113,7 +113,10 @@ class StreamSettings(_Base):
     batch_wait_s: float = Field(default=0.5, alias="CROSSFEED_BATCH_WAIT")
     # Media fetched by URL: only these schemes, this timeout.
     allowed_url_schemes: tuple[str, ...] = ("http", "https")
-    fetch_timeout_s: float = Field(default=5.0, alias="CROSSFEED_FETCH_TIMEOUT")
+    fetch_timeout_s: float = Field(default=5.0, gt=0, alias="CROSSFEED_FETCH_TIMEOUT")
+    # A whole URL fetch (retries, redirects and the body) ends by then, whatever the
+    # server does: a slow-drip server cannot hold an embed thread longer.
+    fetch_total_s: float = Field(default=30.0, gt=0, alias="CROSSFEED_FETCH_TOTAL_S")
     # Media URLs resolving to private/loopback addresses are refused unless this is set
     # (server-side request forgery guard).
     allow_private_urls: bool = Field(default=False, alias="CROSSFEED_ALLOW_PRIVATE_URLS")
