@@ -128,6 +128,7 @@ def search_context(
         encode_limiter=state.encode_limiter,
         max_upload_bytes=api.max_upload_bytes,
         max_image_pixels=state.settings.encoder.max_image_pixels,
+        max_media_frames=state.settings.encoder.max_media_frames,
         cursors=state.cursors,
         max_depth=api.max_search_depth,
         retry_budget_s=api.retry_budget_s,

@@ -34,7 +34,7 @@ from crossfeed.api.models import (
 )
 from crossfeed.api.retry import engine_call
 from crossfeed.encoders.base import Embedder
-from crossfeed.encoders.media import decode_image
+from crossfeed.encoders.media import DEFAULT_MAX_MEDIA_FRAMES, decode_image
 from crossfeed.indexer.base import Hit, IndexRow, VectorIndex
 from crossfeed.live.thumbs import ThumbnailReader
 from crossfeed.retrieval.hits import collect_hits, query_row_for_post
@@ -92,6 +92,7 @@ class SearchContext:
     cursors: CursorCodec
     max_depth: int = 1000  # posts a query can be paged to
     retry_budget_s: float = 0.0
+    max_media_frames: int = DEFAULT_MAX_MEDIA_FRAMES
     thumbnails: ThumbnailReader | None = None
 
 
@@ -158,7 +159,12 @@ async def query_vector(ctx: SearchContext, query: Query) -> list[float]:
         data = query.image
 
         def decode_and_embed() -> np.ndarray:
-            image = decode_image(data, ctx.max_upload_bytes, ctx.max_image_pixels)
+            image = decode_image(
+                data,
+                ctx.max_upload_bytes,
+                ctx.max_image_pixels,
+                max_total_frames=ctx.max_media_frames,
+            )
             return embedder.embed_images([image])
 
         out = await anyio.to_thread.run_sync(decode_and_embed, limiter=ctx.encode_limiter)

@@ -115,13 +115,20 @@ def _embed_upload(
     if container is not None and container != "gif":  # a GIF is taken as a still image
         enc = settings.encoder
         frames = decode_video(
-            data, enc.video_fps, enc.video_max_frames, max_bytes, max_pixels=max_pixels
+            data,
+            enc.video_fps,
+            enc.video_max_frames,
+            max_bytes,
+            max_pixels=max_pixels,
+            max_total_frames=enc.max_media_frames,
         )
         vectors, posteriors = embedder.embed_media_with_posterior(
             "video", [[frame for _, frame in frames]]
         )
         return "video", vectors[0], posteriors[0] if posteriors else None
-    image = decode_image(data, max_bytes, max_pixels)
+    image = decode_image(
+        data, max_bytes, max_pixels, max_total_frames=settings.encoder.max_media_frames
+    )
     vectors, posteriors = embedder.embed_media_with_posterior("image", [image])
     return "image", vectors[0], posteriors[0] if posteriors else None
 

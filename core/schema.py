@@ -30,6 +30,30 @@ MAX_SUGGESTED_TAGS = 16
 MAX_ID_CHARS = 200
 
 
+def check_unicode(value: Any, where: str) -> None:
+    """Refuse strings that are not Unicode text: lone surrogates (``"\\ud800"`` in JSON).
+
+    They parse, but no UTF-8 encoder (Kafka keys, Milvus, the next stage's JSON) accepts
+    them, so a post carrying one must fail validation here, not crash a later stage.
+    Walks lists and dicts (keys too) without recursion.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"{where} is not valid Unicode text (a lone surrogate at {exc.start})"
+                ) from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
 class MediaItem(BaseModel):
     """One image or video attached to a post: by URL, by local path, or inline."""
 
@@ -89,6 +113,13 @@ class Post(BaseModel):
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
         return v if v.tzinfo else v.replace(tzinfo=UTC)
+
+    @field_validator("metadata")
+    @classmethod
+    def _unicode(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        # str fields refuse lone surrogates by themselves; free-form JSON does not.
+        check_unicode(v, "metadata")
+        return v
 
     @model_validator(mode="after")
     def _has_content(self) -> Post:

@@ -162,7 +162,10 @@ class EncoderSettings(_Base):
     # other shot lengths may prefer another window.
     video_moment_s: float = Field(default=4.0, ge=0.0, alias="CROSSFEED_VIDEO_MOMENT_S")
     max_media_bytes: int = Field(default=20 * 1024 * 1024, alias="CROSSFEED_MAX_MEDIA_BYTES")
-    max_image_pixels: int = Field(default=40_000_000, alias="CROSSFEED_MAX_IMAGE_PIXELS")
+    max_image_pixels: int = Field(default=40_000_000, ge=1, alias="CROSSFEED_MAX_IMAGE_PIXELS")
+    # Frames an animated image or a video may have, read from its headers before any
+    # decoding (10 minutes at 30 fps); more is refused as a decompression bomb.
+    max_media_frames: int = Field(default=18_000, ge=1, alias="CROSSFEED_MAX_MEDIA_FRAMES")
 
 
 class StreamSettings(_Base):
@@ -173,7 +176,10 @@ class StreamSettings(_Base):
     batch_wait_s: float = Field(default=0.5, alias="CROSSFEED_BATCH_WAIT")
     # Media fetched by URL: only these schemes, this timeout.
     allowed_url_schemes: tuple[str, ...] = ("http", "https")
-    fetch_timeout_s: float = Field(default=5.0, alias="CROSSFEED_FETCH_TIMEOUT")
+    fetch_timeout_s: float = Field(default=5.0, gt=0, alias="CROSSFEED_FETCH_TIMEOUT")
+    # A whole URL fetch (retries, redirects and the body) ends by then, whatever the
+    # server does: a slow-drip server cannot hold an embed thread longer.
+    fetch_total_s: float = Field(default=30.0, gt=0, alias="CROSSFEED_FETCH_TOTAL_S")
     # Media URLs resolving to private/loopback addresses are refused unless this is set
     # (server-side request forgery guard).
     allow_private_urls: bool = Field(default=False, alias="CROSSFEED_ALLOW_PRIVATE_URLS")

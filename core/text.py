@@ -46,7 +46,9 @@ _SHORT_WORDS = frozenset({
 # fmt: on
 
 _URL_RE = re.compile(r"(?i)\b(?:https?://|www\.)\S+")
-_MENTION_RE = re.compile(r"(?<![\w@])@\w+:?")
+# "@bob", "@bob:", and a fediverse handle "@bob@mastodon.social" as a whole (removing only
+# "@bob" would leave "@mastodon.social" behind, a new mention for the next reader).
+_MENTION_RE = re.compile(r"(?<![\w@])@\w+(?:@\w+(?:\.\w+)*)*:?")
 # A hashtag needs a letter: "#1" is a rank, not a topic.
 _HASHTAG_RE = re.compile(r"(?<![\w&#])#(\w*[^\W\d_]\w*)")
 _ELONGATED_RE = re.compile(r"([^\W\d_])\1{2,}")
@@ -136,21 +138,28 @@ def clean_text_and_hashtags(text: str) -> tuple[str, list[str]]:
     words: list[str] = []
     tags: list[str] = []
     for i, token in enumerate(tokens):
-        match = _HASHTAG_RE.search(token)
-        if match is None:
-            words.append(token)
+        if i < trail:  # inside a sentence: every hashtag ("#cats,#dogs") becomes its words
+            words.append(_HASHTAG_RE.sub(lambda m: _collect(m.group(1), tags), token))
             continue
-        tag = normalize_hashtag(match.group(1))
-        if tag:
-            tags.append(tag)
-        if i < trail:  # inside a sentence: keep the words in place
-            words.append(token[: match.start()] + tag + token[match.end() :])
-        else:
-            rest = token[: match.start()] + token[match.end() :]
-            if _strip_punct(rest):
-                words.append(rest)
-    cleaned = squeeze_whitespace(squeeze_elongations(" ".join(words)))
+        match = _HASHTAG_RE.search(token)  # in the trailing block: one tag per token
+        assert match is not None
+        _collect(match.group(1), tags)
+        rest = token[: match.start()] + token[match.end() :]
+        if _strip_punct(rest):
+            words.append(rest)
+    # A hashtag replaced by its words can complete a link or a mention around it
+    # ("#0Http://x" -> "0 http://x"): strip those too, so clean text is clean.
+    joined = strip_mentions(strip_urls(" ".join(words)))
+    cleaned = squeeze_whitespace(squeeze_elongations(joined))
     return cleaned, _unique(tags)
+
+
+def _collect(raw_tag: str, tags: list[str]) -> str:
+    """Normalise ``raw_tag``, append it to ``tags`` when not empty, and return it."""
+    tag = normalize_hashtag(raw_tag)
+    if tag:
+        tags.append(tag)
+    return tag
 
 
 def _strip_punct(token: str) -> str:
@@ -225,13 +234,31 @@ def segment_words(word: str) -> list[str]:
     return [word]
 
 
+# Normalising a tag again must give the same tag (the API normalises the tag filters users
+# copy from stored tags). A few inputs need a second look: casefolding can turn a word into
+# one that segments ("straße" -> "strasse") or can leave marks behind ("İ" -> "i̇").
+_MAX_NORMALIZE_PASSES = 4
+
+
 @functools.lru_cache(maxsize=65536)  # pure, and popular tags repeat all day
 def normalize_hashtag(tag: str) -> str:
     """Canonical form of a hashtag: lower-case words separated by single spaces.
 
     ``"#SunsetBeach"``, ``"sunset_beach"``, ``"#sunsetbeach"`` -> ``"sunset beach"``.
-    Returns ``""`` when nothing is left.
+    Returns ``""`` when nothing is left. The result is a fixed point:
+    ``normalize_hashtag(normalize_hashtag(t)) == normalize_hashtag(t)``, so a stored tag
+    used as a filter matches itself. It has at most ``MAX_HASHTAG_CHARS`` characters.
     """
+    out = _normalize_hashtag_once(tag)
+    for _ in range(_MAX_NORMALIZE_PASSES):
+        again = _normalize_hashtag_once(out)
+        if again == out:
+            break
+        out = again
+    return out
+
+
+def _normalize_hashtag_once(tag: str) -> str:
     tag = unicodedata.normalize("NFKC", tag).strip().lstrip("#").strip()
     tag = tag[:MAX_HASHTAG_CHARS]
     words: list[str] = []
@@ -239,11 +266,20 @@ def normalize_hashtag(tag: str) -> str:
         for sub in chunk.split():
             sub = "".join(c for c in sub if c.isalnum())
             for part in split_camel_case(sub):
-                if part.isupper() or not part.isalpha():
-                    words.append(part)
+                # Fold first, then segment: the case a word was written in is gone from
+                # the result, so it cannot decide anything (all-caps words segment too).
+                folded = _fold(part)
+                if folded.isalpha():
+                    words.extend(segment_words(folded))
                 else:
-                    words.extend(segment_words(part.lower()))
-    return squeeze_whitespace(" ".join(w.casefold() for w in words if w))
+                    words.append(folded)
+    return squeeze_whitespace(" ".join(w for w in words if w))[:MAX_HASHTAG_CHARS].rstrip()
+
+
+def _fold(word: str) -> str:
+    """Case-folded, compatibility-normalised, letters and digits only."""
+    folded = unicodedata.normalize("NFKC", word.casefold())
+    return "".join(c for c in folded if c.isalnum())
 
 
 def normalize_hashtags(tags: Iterable[str]) -> list[str]:
@@ -292,7 +328,8 @@ def content_hash(text: str, hashtags: Sequence[str], media: Sequence[MediaItem])
         "m": [media_identity(m) for m in media],
     }
     blob = json.dumps(canonical, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    # Posts refuse lone surrogates; other callers' text hashes too instead of raising.
+    return hashlib.sha256(blob.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
 def embedding_text(clean: str, hashtags: Sequence[str]) -> str:

@@ -5,6 +5,14 @@ is decoded, image formats and video containers are allow-listed (FFmpeg would
 otherwise happily probe playlists that open other files or URLs), decode time
 is bounded, and every failure surfaces as :class:`MediaDecodeError`, so a bad
 post is dead-lettered instead of taking a worker down.
+
+Decompression bombs (a few KB that claim gigapixels, or thousands of frames) are
+refused from their headers before a decoder allocates them: Pillow opens images
+lazily, so their size and frame count are read and checked before ``load()``;
+FFmpeg is told the pixel limit (its ``max_pixels`` option), so even the frames it
+decodes while probing a container (``avformat_find_stream_info`` decodes H.264 to
+learn its delay) are refused before their buffers exist; video frame counts come
+from the container's header or from counting packets, never from decoding.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +41,8 @@ ALLOWED_IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
 # tower works at 224 px, and 16 full-HD RGB frames would cost ~100 MB per video.
 DEFAULT_FRAME_MAX_SIDE = 640
 DEFAULT_VIDEO_TIMEOUT_S = 30.0
+# Frames an animated image or a video may have (10 minutes at 30 fps).
+DEFAULT_MAX_MEDIA_FRAMES = 18_000
 # Gaps longer than this between wanted timestamps are crossed by seeking, not decoding.
 _SEEK_GAP_S = 2.0
 
@@ -68,16 +78,24 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
+def decode_image(
+    data: bytes,
+    max_bytes: int,
+    max_pixels: int,
+    *,
+    max_total_frames: int = DEFAULT_MAX_MEDIA_FRAMES,
+) -> Image.Image:
     """Decode an image from bytes into an RGB :class:`PIL.Image.Image`.
 
     The pixel count is read from the header and checked before decoding, so a
     tiny file that claims 100 000 x 100 000 pixels is refused without allocating
-    memory. Animated images yield their first frame; EXIF orientation is applied.
+    memory; so is an animated image of more than ``max_total_frames`` frames (counted
+    from its headers: GIF blocks are walked, WebP and APNG declare theirs). Animated
+    images yield their first frame; EXIF orientation is applied.
 
     Raises:
         MediaDecodeError: empty, oversized, corrupt, truncated, unsupported
-            format, or more than ``max_pixels`` pixels.
+            format, more than ``max_pixels`` pixels or ``max_total_frames`` frames.
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MediaDecodeError(f"image data must be bytes, got {type(data).__name__}")
@@ -100,7 +118,12 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
                     f"image is {width}x{height} = {width * height} pixels, "
                     f"over the {max_pixels}-pixel limit (decompression bomb?)"
                 )
-            if getattr(image, "n_frames", 1) > 1:
+            frames = int(getattr(image, "n_frames", 1))
+            if frames > max_total_frames:
+                raise MediaDecodeError(
+                    f"image has {frames} frames, over the {max_total_frames}-frame limit"
+                )
+            if frames > 1:
                 image.seek(0)
             image.load()
             return to_rgb(_apply_exif_orientation(image))
@@ -162,6 +185,7 @@ def decode_video(
     max_pixels: int = 40_000_000,
     max_side: int | None = DEFAULT_FRAME_MAX_SIDE,
     timeout_s: float = DEFAULT_VIDEO_TIMEOUT_S,
+    max_total_frames: int = DEFAULT_MAX_MEDIA_FRAMES,
 ) -> list[tuple[float, Image.Image]]:
     """Decode sampled frames of a video as ``[(timestamp_s, RGB image), ...]``.
 
@@ -174,22 +198,30 @@ def decode_video(
     ``data`` is the file's bytes or a local path. Path inputs are not
     sandboxed here: callers validate them against their allowed media roots.
 
+    Limits are checked before FFmpeg decodes anything: frames over ``max_pixels``
+    (FFmpeg's own ``max_pixels`` option, so probing the container cannot allocate one
+    either), more than ``max_total_frames`` frames (from the header, else by counting
+    packets), more than ``max_bytes`` bytes.
+
     Raises:
         MediaDecodeError: oversized, unsupported container, no video stream,
-            corrupt, too many pixels per frame, no decodable frame, or decoding
-            took longer than ``timeout_s``.
+            corrupt, too many pixels per frame, too many frames, no decodable
+            frame, or decoding took longer than ``timeout_s``.
     """
     if max_frames < 1:
         raise ValueError("max_frames must be >= 1")
-    source, head = _open_source(data, max_bytes)
+    opener, head = _open_source(data, max_bytes)
     fmt = sniff_container(head)
     if fmt is None:
         raise MediaDecodeError("unsupported or unrecognised video container")
     import av  # heavy; imported on use
 
     deadline = time.monotonic() + timeout_s
+    # Decoders refuse (without allocating) any frame over the limit: while av.open probes
+    # the stream (it decodes a few H.264 frames), and while we decode.
+    limit = {"max_pixels": str(max(1, max_pixels))}
     try:
-        with av.open(source, mode="r", format=fmt) as container:
+        with av.open(opener(), mode="r", format=fmt, options=limit) as container:
             if not container.streams.video:
                 raise MediaDecodeError("media has no video stream")
             stream = container.streams.video[0]
@@ -199,6 +231,15 @@ def decode_video(
                 raise MediaDecodeError(
                     f"video frames are {width}x{height}, over the {max_pixels}-pixel limit"
                 )
+            total = int(stream.frames or 0) or _count_frames(
+                opener, fmt, limit, max_total_frames, deadline
+            )
+            if total > max_total_frames:
+                counted = f"{total}" if stream.frames else f"more than {max_total_frames}"
+                raise MediaDecodeError(
+                    f"video has {counted} frames, over the {max_total_frames}-frame limit"
+                )
+            ctx.options = dict(limit)
             ctx.thread_type = "AUTO"
             if fps <= 0:
                 ctx.skip_frame = "NONKEY"
@@ -221,15 +262,15 @@ def decode_video(
     return result
 
 
-def _open_source(data: VideoSource, max_bytes: int) -> tuple[Any, bytes]:
-    """Check the size limit and return (what av.open reads, the first bytes)."""
+def _open_source(data: VideoSource, max_bytes: int) -> tuple[Callable[[], Any], bytes]:
+    """Check the size limit; return (a function giving what av.open reads, the first bytes)."""
     if isinstance(data, bytes | bytearray | memoryview):
         raw = bytes(data)
         if not raw:
             raise MediaDecodeError("video is empty")
         if len(raw) > max_bytes:
             raise MediaDecodeError(f"video is {len(raw)} bytes, over the {max_bytes}-byte limit")
-        return io.BytesIO(raw), raw[:512]
+        return lambda: io.BytesIO(raw), raw[:512]
     if isinstance(data, str | os.PathLike):
         path = Path(data)
         try:
@@ -244,8 +285,27 @@ def _open_source(data: VideoSource, max_bytes: int) -> tuple[Any, bytes]:
             raise MediaDecodeError(f"video is {st.st_size} bytes, over the {max_bytes}-byte limit")
         with path.open("rb") as fh:
             head = fh.read(512)
-        return str(path), head
+        return lambda: str(path), head
     raise MediaDecodeError(f"video data must be bytes or a path, got {type(data).__name__}")
+
+
+def _count_frames(
+    opener: Callable[[], Any], fmt: str, options: dict[str, str], limit: int, deadline: float
+) -> int:
+    """Frames of the first video stream, by counting packets (nothing is decoded); stops
+    counting at ``limit + 1``. For containers that do not declare a frame count."""
+    import av
+
+    count = 0
+    with av.open(opener(), mode="r", format=fmt, options=options) as container:
+        for packet in container.demux(container.streams.video[0]):
+            if packet.size:
+                count += 1
+            if count > limit:
+                break
+            if time.monotonic() > deadline:
+                raise MediaDecodeError("video decoding exceeded its time limit")
+    return count
 
 
 def _duration_s(container: Any, stream: Any) -> float | None:

@@ -287,13 +287,20 @@ class SharedSpaceEmbedder(Embedder):
     def decode_image(self, data: bytes) -> Image.Image:
         """Decode untrusted image bytes with the configured size/pixel limits."""
         s = self.settings
-        return decode_image(data, s.max_media_bytes, s.max_image_pixels)
+        return decode_image(
+            data, s.max_media_bytes, s.max_image_pixels, max_total_frames=s.max_media_frames
+        )
 
     def decode_video(self, data: VideoSource) -> list[tuple[float, Image.Image]]:
         """Decode sampled ``(timestamp_s, frame)`` pairs with the configured limits."""
         s = self.settings
         return decode_video(
-            data, s.video_fps, s.video_max_frames, s.max_media_bytes, max_pixels=s.max_image_pixels
+            data,
+            s.video_fps,
+            s.video_max_frames,
+            s.max_media_bytes,
+            max_pixels=s.max_image_pixels,
+            max_total_frames=s.max_media_frames,
         )
 
     def _warn_tower_mismatch(self, heads: HeadSet, modality: str) -> None:

@@ -33,7 +33,9 @@ from crossfeed.indexer.schema import (
 MAX_EXCLUDED_POSTS = 1000
 # Sources and authors a filter may name (any of them matches).
 MAX_FILTER_VALUES = 64
-_INT64_MIN = -(2**63)
+# Milvus reads "-9223372036854775808" as minus 9223372036854775808, which overflows int64
+# ("cannot parse expression"): the lowest bound it can parse is one more than int64's.
+_INT64_MIN = -(2**63) + 1
 _INT64_MAX = 2**63 - 1
 
 

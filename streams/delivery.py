@@ -82,6 +82,11 @@ def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
 M = TypeVar("M", bound=BaseModel)
 
 
+def _encodable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot encode (lone surrogates) replaced by ``?``."""
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
 class DeadLetters:
     """Writes :class:`DeadLetter` records and counts them, one place for every stage."""
 
@@ -100,7 +105,10 @@ class DeadLetters:
     async def send(
         self, stage: Stage, reason: str, payload: bytes | None, post_id: str | None = None
     ) -> None:
-        reason = reason[:MAX_REASON_CHARS]
+        # The letter must go out whatever it carries: text that is not valid Unicode (a
+        # lone surrogate from a JSON escape) would fail to encode, as key or as JSON.
+        reason = _encodable(reason[:MAX_REASON_CHARS])
+        post_id = None if post_id is None else _encodable(post_id)
         payload = payload or b""
         value = self._encode(stage, reason, payload, post_id)
         log.warning("dead-lettered post %s at %s: %s", post_id or "?", stage, reason)

@@ -8,11 +8,14 @@ Three sources, each with its own guard:
   each root in turn. No roots configured = no local files at all.
 * ``url``: http(s) only, no credentials in the URL, every address the host
   resolves to must be public (loopback, private, link-local, multicast and
-  reserved ranges are refused unless explicitly allowed), redirects are followed
-  by hand so each hop is checked again, the body is streamed with a size cap.
-  A host that changes its DNS answer between the check and the connection can
-  still slip through; deployments fetching untrusted URLs should also egress
-  through a proxy that enforces the same policy.
+  reserved ranges are refused unless explicitly allowed; cloud metadata names and
+  addresses always), and the connection goes to the very address that was checked
+  (:mod:`crossfeed.streams.pinned_http`: the host is resolved once, by us, so a DNS
+  answer that changes after the check cannot redirect it). Redirects are followed by
+  hand, each hop checked and pinned again; the body is streamed under a byte cap, and
+  the whole fetch (attempts and redirects included) under a total time cap that every
+  socket operation respects, so a slow-drip server cannot hold a worker thread.
+  Environment proxies are not used (a proxy would resolve the host itself).
 
 Everything here is blocking and runs in the embed stage's thread pool.
 """
@@ -35,6 +38,7 @@ from PIL import Image
 
 from crossfeed.core.schema import MediaItem
 from crossfeed.core.settings import Settings
+from crossfeed.encoders.media import DEFAULT_MAX_MEDIA_FRAMES
 from crossfeed.streams.exceptions import (
     MediaError,
     MediaFetchError,
@@ -45,6 +49,20 @@ from crossfeed.streams.exceptions import (
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 3
+# Cloud metadata endpoints: refused even when private hosts are allowed.
+METADATA_HOSTS = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "instance-data",
+        "instance-data.ec2.internal",
+        "metadata.azure.internal",
+    }
+)
+METADATA_ADDRESSES = frozenset(
+    {"169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200"}
+)
 FETCH_ATTEMPTS = 3  # a dead URL must not stall a partition: then the post is dead-lettered
 _CHUNK = 64 * 1024
 
@@ -56,12 +74,23 @@ def _resolve_host(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
-def is_public_address(address: str) -> bool:
-    """True for a globally routable unicast address (IPv4-mapped IPv6 unwrapped)."""
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+        return ip.ipv4_mapped
+    return ip
+
+
+def is_public_address(address: str) -> bool:
+    """True for a globally routable unicast address (IPv4-mapped IPv6 unwrapped)."""
+    ip = _ip(address)
     return ip.is_global and not ip.is_multicast
+
+
+def is_metadata_address(address: str) -> bool:
+    """True for cloud metadata endpoints and the link-local ranges they live in."""
+    ip = _ip(address)
+    return str(ip) in METADATA_ADDRESSES or ip.is_link_local
 
 
 @dataclass(frozen=True)
@@ -70,7 +99,8 @@ class MediaPolicy:
 
     media_roots: tuple[Path, ...] = ()
     max_bytes: int = 20 * 1024 * 1024
-    fetch_timeout_s: float = 5.0
+    fetch_timeout_s: float = 5.0  # each connect, read or write
+    fetch_total_s: float = 30.0  # one whole fetch: attempts, redirects and body
     allowed_schemes: tuple[str, ...] = ("http", "https")
     allow_private_hosts: bool = False
 
@@ -80,6 +110,7 @@ class MediaPolicy:
             media_roots=tuple(settings.stream.media_roots),
             max_bytes=settings.encoder.max_media_bytes,
             fetch_timeout_s=settings.stream.fetch_timeout_s,
+            fetch_total_s=settings.stream.fetch_total_s,
             allowed_schemes=tuple(s.lower() for s in settings.stream.allowed_url_schemes),
             allow_private_hosts=allow_private_hosts,
         )
@@ -94,11 +125,15 @@ class MediaFetcher:
         *,
         resolver: Resolver = _resolve_host,
         transport: Any = None,
+        network_backend: Any = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.policy = policy
         self._resolver = resolver
-        self._transport = transport  # an httpx transport; tests pass a MockTransport
+        # Default: a PinnedTransport (over ``network_backend``, an httpcore backend that
+        # tests replace). A test's own httpx transport (MockTransport) replaces it whole.
+        self._transport = transport
+        self._network_backend = network_backend
         self._sleep = sleep
         self._roots = tuple(p.resolve() for p in policy.media_roots)
         self._client: Any = None
@@ -114,7 +149,9 @@ class MediaFetcher:
         if item.path:
             return self._read_path(item.path)
         if item.url:
-            return self._fetch_url_with_retries(item.url)
+            return self._fetch_url_with_retries(
+                item.url, time.monotonic() + self.policy.fetch_total_s
+            )
         raise MediaError("media has no source")
 
     def close(self) -> None:
@@ -188,6 +225,15 @@ class MediaFetcher:
 
     def check_url(self, url: str) -> None:
         """Refuse URLs with a disallowed scheme, credentials, or a non-public host."""
+        self.vet_url(url)
+
+    def vet_url(self, url: str) -> str:
+        """The address a fetch of ``url`` must connect to, or a :class:`MediaError`.
+
+        Refuses a disallowed scheme, credentials, a host that is a loopback or metadata
+        name, and a host any of whose addresses is not public (with private hosts
+        allowed: any metadata or link-local address). The host is resolved here, once.
+        """
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -201,9 +247,12 @@ class MediaFetcher:
         host = parts.hostname
         if not host:
             raise MediaRefusedError("media url has no host")
-        if self.policy.allow_private_hosts:
-            return
-        if host.rstrip(".").lower() == "localhost" or host.lower().endswith(".localhost"):
+        name = host.rstrip(".").lower()
+        if name in METADATA_HOSTS:
+            raise MediaRefusedError(f"media url host {host!r} is a cloud metadata endpoint")
+        if not self.policy.allow_private_hosts and (
+            name == "localhost" or name.endswith(".localhost")
+        ):
             raise MediaRefusedError(f"media url host {host!r} is a loopback name")
         try:
             addresses = [str(ipaddress.ip_address(host))]
@@ -214,11 +263,20 @@ class MediaFetcher:
                 raise MediaFetchError(f"cannot resolve media host {host!r}: {exc}") from exc
         if not addresses:
             raise MediaFetchError(f"media host {host!r} has no address")
-        bad = [a for a in addresses if not is_public_address(a)]
+        try:
+            metadata = [a for a in addresses if is_metadata_address(a)]
+            bad = metadata or [
+                a
+                for a in addresses
+                if not (self.policy.allow_private_hosts or is_public_address(a))
+            ]
+        except ValueError as exc:
+            raise MediaFetchError(f"media host {host!r} resolved to a malformed address") from exc
         if bad:
             raise MediaRefusedError(
                 f"media url host {host!r} resolves to a non-public address ({bad[0]})"
             )
+        return addresses[0]
 
     def _http(self) -> Any:
         """The shared httpx client (thread-safe; httpx.Client itself is)."""
@@ -226,21 +284,26 @@ class MediaFetcher:
             if self._client is None:
                 import httpx
 
+                from crossfeed.streams.pinned_http import PinnedTransport
+
                 self._client = httpx.Client(
                     timeout=self.policy.fetch_timeout_s,
                     follow_redirects=False,
-                    transport=self._transport,
+                    transport=self._transport
+                    or PinnedTransport(network_backend=self._network_backend),
                     headers={"User-Agent": "crossfeed-media-fetcher"},
+                    trust_env=False,  # a proxy from the environment would resolve the host
                 )
             return self._client
 
-    def _fetch_url_with_retries(self, url: str) -> bytes:
+    def _fetch_url_with_retries(self, url: str, deadline: float) -> bytes:
         delay = 0.5
         for attempt in range(1, FETCH_ATTEMPTS + 1):
             try:
-                return self.fetch_url(url)
+                return self.fetch_url(url, deadline=deadline)
             except MediaError as exc:
-                if not exc.retriable or attempt == FETCH_ATTEMPTS:
+                out_of_time = time.monotonic() + delay >= deadline
+                if not exc.retriable or attempt == FETCH_ATTEMPTS or out_of_time:
                     if exc.retriable:
                         raise MediaFetchError(
                             f"{exc} (gave up after {FETCH_ATTEMPTS} attempts)"
@@ -251,15 +314,21 @@ class MediaFetcher:
                 delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def fetch_url(self, url: str) -> bytes:
-        """One attempt: check, GET with manual redirects, stream under the size cap."""
+    def fetch_url(self, url: str, *, deadline: float | None = None) -> bytes:
+        """One attempt: vet, GET the vetted address with manual redirects, stream under the
+        size cap, all before ``deadline`` (monotonic; default: the policy's total time)."""
         import httpx
 
+        from crossfeed.streams.pinned_http import PIN_EXTENSION, Pin
+
         cap = self.policy.max_bytes
+        total = self.policy.fetch_total_s
+        if deadline is None:
+            deadline = time.monotonic() + total
         for _ in range(MAX_REDIRECTS + 1):
-            self.check_url(url)
+            pin = Pin(self.vet_url(url), deadline)
             try:
-                with self._http().stream("GET", url) as resp:
+                with self._http().stream("GET", url, extensions={PIN_EXTENSION: pin}) as resp:
                     if resp.is_redirect:
                         location = resp.headers.get("location")
                         if not location:
@@ -278,14 +347,18 @@ class MediaFetcher:
                             f"media url declares {declared} bytes, over the {cap}-byte limit"
                         )
                     chunks: list[bytes] = []
-                    total = 0
+                    received = 0
                     for chunk in resp.iter_bytes(_CHUNK):
-                        total += len(chunk)
-                        if total > cap:
+                        received += len(chunk)
+                        if received > cap:
                             raise MediaTooLargeError(f"media url body is over the {cap}-byte limit")
                         chunks.append(chunk)
                     return b"".join(chunks)
             except httpx.HTTPError as exc:
+                if time.monotonic() >= deadline:
+                    raise MediaError(
+                        f"fetching media url took longer than its {total:g} s limit"
+                    ) from exc
                 raise MediaFetchError(f"fetching media url failed: {exc}") from exc
         raise MediaError(f"media url redirected more than {MAX_REDIRECTS} times")
 
@@ -299,6 +372,7 @@ class DecodeLimits:
     max_pixels: int
     video_fps: float
     video_max_frames: int
+    max_total_frames: int = DEFAULT_MAX_MEDIA_FRAMES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DecodeLimits:
@@ -308,6 +382,7 @@ class DecodeLimits:
             max_pixels=enc.max_image_pixels,
             video_fps=enc.video_fps,
             video_max_frames=enc.video_max_frames,
+            max_total_frames=enc.max_media_frames,
         )
 
 
@@ -315,7 +390,9 @@ def decode_image_bytes(data: bytes, limits: DecodeLimits) -> Image.Image:
     """An RGB image; raises ``MediaDecodeError`` (encoders) when corrupt or too large."""
     from crossfeed.encoders.media import decode_image
 
-    return decode_image(data, limits.max_bytes, limits.max_pixels)
+    return decode_image(
+        data, limits.max_bytes, limits.max_pixels, max_total_frames=limits.max_total_frames
+    )
 
 
 def decode_video_bytes(data: bytes, limits: DecodeLimits) -> list[tuple[float, Image.Image]]:
@@ -329,5 +406,6 @@ def decode_video_bytes(data: bytes, limits: DecodeLimits) -> list[tuple[float, I
         limits.video_max_frames,
         limits.max_bytes,
         max_pixels=limits.max_pixels,
+        max_total_frames=limits.max_total_frames,
     )
     return list(frames)

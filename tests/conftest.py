@@ -12,6 +12,7 @@ so unit tests never start anything.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import threading
@@ -38,6 +39,24 @@ def make_name(prefix: str) -> str:
     if not _NAME_PREFIX.match(prefix):
         raise ValueError(f"name prefix {prefix!r}: letters, digits, '_' (max 41)")
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+# Property-based tests (hypothesis) run twice: a short pass in every run, and a long pass
+# marked `slow` whose size is CROSSFEED_PROPERTY_EXAMPLES examples per property, e.g.
+#   CROSSFEED_PROPERTY_EXAMPLES=10000 .venv/bin/pytest -m slow -k property
+PROPERTY_EXAMPLES_SHORT = 100
+PROPERTY_EXAMPLES_LONG = int(os.environ.get("CROSSFEED_PROPERTY_EXAMPLES", "1000"))
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(PROPERTY_EXAMPLES_SHORT, id="short"),
+        pytest.param(PROPERTY_EXAMPLES_LONG, id="long", marks=pytest.mark.slow),
+    ]
+)
+def examples(request: pytest.FixtureRequest) -> int:
+    """How many examples a property test should generate (short pass, or long + slow)."""
+    return int(request.param)
 
 
 @pytest.fixture

@@ -46,6 +46,8 @@ def test_strip_urls(text: str, expected: str) -> None:
         ("@carol: reply", "reply"),
         ("mail me at me@example.com", "mail me at me@example.com"),
         ("@名前 こんにちは", "こんにちは"),
+        ("from @bob@mastodon.social with love", "from with love"),  # a fediverse handle
+        ("@0@0 x", "x"),  # no half-removed mention left for the next pass
     ],
 )
 def test_strip_mentions(text: str, expected: str) -> None:
@@ -105,6 +107,8 @@ def test_squeeze_elongations(text: str, expected: str) -> None:
         ("Café au lait #CaféParis", "Café au lait", ["café paris"]),
         ("東京 #東京タワー", "東京", ["東京タワー"]),
         ("#beach #Beach #BEACH", "", ["beach"]),
+        ("love #cats,#dogs too", "love cats,dogs too", ["cats", "dogs"]),  # every tag
+        ("#0Http://x.io y", "0 y", ["0 http"]),  # a tag's words cannot complete a link
     ],
 )
 def test_clean_text_and_hashtags(text: str, clean: str, tags: list[str]) -> None:
@@ -163,7 +167,10 @@ def test_segment_words(word: str, parts: list[str]) -> None:
         ("#ThrowbackThursday", "throwback thursday"),
         ("#iPhone15", "iphone 15"),
         ("#NYC", "nyc"),
-        ("#ＦＵＬＬＷＩＤＴＨ", "fullwidth"),
+        ("#ＦＵＬＬＷＩＤＴＨ", "full width"),  # all-caps words segment like lower-case ones
+        ("#SUNSETBEACH", "sunset beach"),
+        ("#Straße", "stra sse"),  # folded first ("strasse"), so normalising again agrees
+        ("#İstanbul", "istanbul"),  # no combining dot left behind by casefolding
         ("#x" + "a" * 500, "x" + "a" * 99),  # capped length, no pathological segmentation
     ],
 )

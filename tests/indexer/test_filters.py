@@ -76,6 +76,8 @@ def test_expression_has_every_clause() -> None:
         SearchFilter(since_ms=5, until_ms=5),
         SearchFilter(since_ms=True),  # type: ignore[arg-type]
         SearchFilter(since_ms="5"),  # type: ignore[arg-type]
+        SearchFilter(since_ms=-(2**63)),  # Milvus cannot parse int64's minimum
+        SearchFilter(until_ms=2**63),
         SearchFilter(tags=("",)),
         SearchFilter(tags=("a\x00b",)),
         SearchFilter(tags=tuple(f"t{i}" for i in range(65))),

@@ -134,3 +134,24 @@ async def test_tags_only_post_is_kept(raw_post) -> None:  # type: ignore[no-unty
     clean = CleanPost.model_validate_json(value)
     assert clean.clean_text == "" and clean.hashtags == ["sunset beach"]
     assert json.loads(value)["post"]["tags"] == ["#SunsetBeach"]  # the original is kept
+
+
+@pytest.mark.parametrize("field", ["id", "author", "metadata"])
+async def test_lone_surrogates_are_dead_lettered_not_crashing(raw_post, field: str) -> None:  # type: ignore[no-untyped-def]
+    """A JSON "\\ud800" escape parses to text no UTF-8 encoder takes. String fields refuse
+    it; free-form metadata used to let it through, and serialising the clean post then
+    raised out of the stage. The dead letter itself must encode, key included."""
+    stage, pub = _stage()
+    post = json.loads(raw_post("p1"))
+    post["metadata"] = {"k": "v"}
+    if field == "metadata":
+        post["metadata"] = {"nested": [{"\ud800": "x"}]}
+    else:
+        post[field] = "\ud800" + post[field]
+    raw = json.dumps(post).encode()  # ensure_ascii: the surrogate travels as "\\ud800"
+    assert b"\\ud800" in raw
+    assert await stage.handle(raw) == "deadletter"
+    letter = _letter(pub)
+    assert letter.stage == "validate" and field in letter.reason
+    [(key, _)] = pub.on(TOPICS.topic_deadletter)
+    assert key == ("?p1" if field == "id" else "p1")
