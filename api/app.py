@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from PIL import Image
 
 from crossfeed import __version__
-from crossfeed.api import dashboard, health, media, routes, stats, subscriptions, suggest
+from crossfeed.api import dashboard, erasure, health, media, routes, stats, subscriptions, suggest
 from crossfeed.api.auth import Access, RateLimits, auth_enabled
 from crossfeed.api.cache import RedisSearchCache, SearchCache
 from crossfeed.api.cursor import CursorCodec
@@ -32,10 +32,12 @@ from crossfeed.api.live_models import SubscriptionCreate
 from crossfeed.api.metrics import ApiMetrics
 from crossfeed.api.models import SearchFilters, SearchRequest
 from crossfeed.api.suggest import SuggestTagsRequest
+from crossfeed.api.tombstones import KafkaTombstones, Tombstones
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.exceptions import ConfigError, CrossfeedError
 from crossfeed.indexer.base import VectorIndex
+from crossfeed.indexer.erasure import Eraser, default_eraser
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +115,15 @@ def create_app(
     keys: KeyStore | None = None,
     rate_limits: RateLimits | None = None,
     live: LiveServices | None = None,
+    eraser: Eraser | None = None,
+    tombstones: Tombstones | None = None,
 ) -> FastAPI:
     """The crossfeed query API; pass any of the collaborators to replace the real ones.
 
     With auth on (see :mod:`crossfeed.api.auth`), ``keys`` defaults to the Redis key store
     and ``rate_limits`` to Redis-backed limits of ``CROSSFEED_RATE_LIMIT``. ``live``:
-    subscriptions, thumbnails, freshness and activity (default: on Redis).
+    subscriptions, thumbnails, freshness and activity (default: on Redis). ``eraser`` and
+    ``tombstones`` serve ``DELETE /v1/posts/{id}`` (default: the configured engines).
     """
     access = _access(settings, keys, rate_limits)
     codec = _cursor_codec(settings)  # a bad secret stops here, before anything starts
@@ -128,6 +133,7 @@ def create_app(
         owned_index: VectorIndex | None = None
         owned_cache: SearchCache | None = None
         owned_live: LiveServices | None = None
+        state: AppState | None = None
         try:
             emb: Embedder = (
                 embedder
@@ -140,7 +146,11 @@ def create_app(
             owned_cache = None if cache is not None else store
             services = live or LiveServices.from_settings(settings)
             owned_live = None if live is not None else services
+            erasing = eraser or default_eraser(settings)
+            stones = tombstones or KafkaTombstones(settings.kafka)
             state = AppState(
+                eraser=erasing,
+                tombstones=stones,
                 access=access,
                 settings=settings,
                 embedder=emb,
@@ -156,6 +166,10 @@ def create_app(
             await _warm_index(state)
             yield
         finally:
+            if eraser is None and state is not None and state.eraser is not None:
+                await state.eraser.ledger.close()
+            if tombstones is None and state is not None and state.tombstones is not None:
+                await state.tombstones.close()
             if owned_live is not None:
                 await owned_live.close()
             if owned_cache is not None:
@@ -175,6 +189,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(media.router)  # before routes: /posts/{id:path} would swallow it
     app.include_router(routes.router)
+    app.include_router(erasure.router)
     app.include_router(suggest.router)
     app.include_router(subscriptions.router)
     app.include_router(stats.router)

@@ -20,9 +20,11 @@ from crossfeed.api.keys import ApiKey
 from crossfeed.api.live import CollectionsCache, LiveServices
 from crossfeed.api.metrics import ApiMetrics
 from crossfeed.api.search import SearchContext
+from crossfeed.api.tombstones import Tombstones
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.indexer.base import VectorIndex
+from crossfeed.indexer.erasure import Eraser
 from crossfeed.live.thumbs import ThumbnailReader
 
 
@@ -44,6 +46,8 @@ class AppState:
     live: LiveServices | None = None  # subscriptions, thumbnails, freshness (set by lifespan)
     collections: CollectionsCache | None = None  # rows per collection for /v1/stats
     route_paths: frozenset[str] = frozenset()  # what this app serves (optional features)
+    eraser: Eraser | None = None  # DELETE /v1/posts/{id}
+    tombstones: Tombstones | None = None
 
 
 def get_state(request: Request) -> AppState:
@@ -63,7 +67,7 @@ async def authorize(request: Request) -> ApiKey | None:
     return await state.access.check(request)
 
 
-CallerDep = Annotated["ApiKey | None", Depends(authorize)]
+CallerDep = Annotated[ApiKey | None, Depends(authorize)]
 
 
 def get_settings(state: StateDep) -> Settings:

@@ -365,6 +365,15 @@ class ErrorBody(BaseModel):
     details: list[dict[str, Any]] | None = None
 
 
+class ErasureResponse(BaseModel):
+    """What ``DELETE /v1/posts/{id}`` did (never the post's content)."""
+
+    post_id: str
+    erased_at: datetime
+    rows_removed: int = Field(description="rows deleted now, over every collection")
+    collections: dict[str, int] = Field(description="rows deleted per collection")
+
+
 class ErrorResponse(BaseModel):
     error: ErrorBody
 

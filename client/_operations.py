@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from crossfeed.api.models import (
+    ErasureResponse,
     PostResponse,
     ReadyResponse,
     SearchFilters,
@@ -121,6 +122,16 @@ def get_post(post_id: str) -> Operation[PostResponse]:
         raise ClientInputError("post_id is empty")
     return Operation(
         ApiRequest("GET", "/v1/posts/" + quote(post_id, safe="")), parse_model(PostResponse)
+    )
+
+
+def erase_post(post_id: str) -> Operation[ErasureResponse]:
+    """``DELETE /v1/posts/{id}`` (admin scope); idempotent, so retried like a read."""
+    if not post_id:
+        raise ClientInputError("post_id is empty")
+    return Operation(
+        ApiRequest("DELETE", "/v1/posts/" + quote(post_id, safe="")),
+        parse_model(ErasureResponse),
     )
 
 

@@ -187,6 +187,11 @@ class StreamSettings(_Base):
     media_roots: list[Path] = Field(default_factory=list, alias="CROSSFEED_MEDIA_ROOTS")
     # How long a content hash is remembered for repost detection.
     dedupe_ttl_s: int = Field(default=7 * 24 * 3600, alias="CROSSFEED_DEDUPE_TTL")
+    # Erased post ids are remembered this long (longer than posts wait on the topics), so
+    # a copy still on its way is dropped instead of indexed: erase wins.
+    erasure_retention_s: int = Field(
+        default=30 * 24 * 3600, ge=3600, alias="CROSSFEED_ERASURE_RETENTION"
+    )
     # Translation step (off by default: one extra index search per media item): the
     # embed stage proposes tags for the images and videos of posts that carry none.
     suggest_tags: bool = Field(default=False, alias="CROSSFEED_SUGGEST_TAGS")

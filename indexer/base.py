@@ -84,6 +84,10 @@ class VectorIndex(ABC):
         """Every stored row of one post (vectors included)."""
 
     @abstractmethod
+    def delete_posts(self, post_ids: Sequence[str]) -> int:
+        """Remove every row of these posts (erasure); returns how many were removed."""
+
+    @abstractmethod
     def count(self) -> int:
         """Number of rows stored."""
 

@@ -12,6 +12,7 @@ against :class:`~crossfeed.indexer.memory.InMemoryIndex` speak for Milvus too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from crossfeed.indexer.base import IndexRow, SearchFilter
@@ -167,6 +168,14 @@ def build_expression(flt: SearchFilter) -> str:
 def post_expression(post_id: str) -> str:
     """Expression selecting every row of one post."""
     return f"post_id == {quote(_check_text('post id', post_id, ID_MAX_BYTES))}"
+
+
+def posts_expression(post_ids: Sequence[str]) -> str:
+    """Expression selecting every row of these posts (at most MAX_EXCLUDED_POSTS)."""
+    if len(post_ids) > MAX_EXCLUDED_POSTS:
+        raise InvalidFilterError(f"at most {MAX_EXCLUDED_POSTS} post ids at once")
+    values = ", ".join(quote(_check_text("post id", p, ID_MAX_BYTES)) for p in post_ids)
+    return f"post_id in [{values}]"
 
 
 def matches(row: IndexRow, flt: SearchFilter) -> bool:

@@ -78,6 +78,14 @@ class InMemoryIndex(VectorIndex):
             rows = [r for r in self._rows.values() if r.post_id == post_id]
         return sorted(rows, key=lambda r: r.item)
 
+    def delete_posts(self, post_ids: Sequence[str]) -> int:
+        gone = set(post_ids)
+        with self._lock:
+            doomed = [k for k, r in self._rows.items() if r.post_id in gone]
+            for key in doomed:
+                del self._rows[key]
+        return len(doomed)
+
     def count(self) -> int:
         with self._lock:
             return len(self._rows)

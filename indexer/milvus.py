@@ -34,7 +34,7 @@ from crossfeed.indexer.exceptions import (
     InvalidFilterError,
     VectorIndexError,
 )
-from crossfeed.indexer.filters import build_expression, post_expression
+from crossfeed.indexer.filters import build_expression, post_expression, posts_expression
 from crossfeed.indexer.schema import (
     AUTHOR_MAX_BYTES,
     ID_MAX_BYTES,
@@ -410,6 +410,23 @@ class MilvusIndex(VectorIndex):
             ),
         )
         return sorted((entity_to_row(r) for r in rows), key=lambda r: r.item)
+
+    def delete_posts(self, post_ids: Sequence[str]) -> int:
+        if not post_ids:
+            return 0
+        if self._dim is None and not self._attach():
+            return 0  # no collection: nothing to delete
+        expr = posts_expression(post_ids)
+
+        def send(client: MilvusClient) -> int:
+            # As for upserts: the connection's call also returns the mutation timestamp,
+            # which joins this object's write fence (the next epoch bump publishes it).
+            res = client._get_connection().delete(self._collection, expr, timeout=self._timeout)
+            with self._lock:
+                self._fence = max(self._fence or 0, int(res.timestamp)) or self._fence
+            return int(res.delete_count)
+
+        return self._call("delete", send)
 
     def count(self) -> int:
         """Rows stored; 0 before the collection exists. Needs no ``ensure_ready``."""

@@ -106,6 +106,19 @@ class ThumbnailReader:
             return None
         return raw.encode() if isinstance(raw, str) else bytes(raw)
 
+    async def forget(self, post_id: str) -> int:
+        """Erasure: delete every thumbnail of ``post_id`` (each media item and moment,
+        named exactly: a pattern could also match another post's); how many went."""
+        from crossfeed.core.schema import MAX_MEDIA
+        from crossfeed.encoders.moments import MAX_MOMENTS
+
+        keys = [
+            self._keys.thumb(post_id, item, moment)
+            for item in range(1, MAX_MEDIA + 1)
+            for moment in (None, *range(MAX_MOMENTS))
+        ]
+        return int(await self._client.delete(*keys))
+
     async def existing(
         self, wanted: Sequence[tuple[str, int, int | None]]
     ) -> set[tuple[str, int, int | None]]:

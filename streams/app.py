@@ -48,7 +48,7 @@ class _LazyPublisher:
     def __init__(self) -> None:
         self.topics: dict[str, faust.TopicT] = {}
 
-    async def publish(self, topic: str, key: str | None, value: bytes) -> None:
+    async def publish(self, topic: str, key: str | None, value: bytes | None) -> None:
         # Buffered in the producer; faust flushes it before committing any offset.
         await self.topics[topic].send(key=key.encode("utf-8") if key else None, value=value)
 
@@ -169,7 +169,8 @@ def create_app(
         async def normalize(stream: faust.StreamT) -> Any:
             events = _manual_acks(stream)
             async for event in events.events():
-                outcome = await normalize_stage.handle(event.value, _produced_at(event))
+                key = event.key.decode("utf-8", "replace") if event.key else None
+                outcome = await normalize_stage.handle(event.value, _produced_at(event), key)
                 await events.ack(event)
                 yield outcome
 

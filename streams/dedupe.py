@@ -30,6 +30,10 @@ class DedupeStore(ABC):
         Raises :class:`DedupeUnavailableError` (retriable) when the store is unreachable.
         """
 
+    @abstractmethod
+    async def forget(self, post_id: str) -> None:
+        """Erasure: drop the claim ``post_id`` holds, so its content is new again."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
@@ -50,6 +54,11 @@ class InMemoryDedupeStore(DedupeStore):
         self._owners[content_hash] = (post_id, now + self._ttl_s)
         return post_id
 
+    async def forget(self, post_id: str) -> None:
+        for digest, (owner, _) in list(self._owners.items()):
+            if owner == post_id:
+                del self._owners[digest]
+
 
 class RedisDedupeStore(DedupeStore):
     """Redis-backed store: one key per content hash, ``SET NX EX`` so the first writer wins."""
@@ -63,6 +72,8 @@ class RedisDedupeStore(DedupeStore):
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._prefix = f"{key_prefix}:dedupe:"
+        # post id -> the content hash it claimed, so an erasure can release the claim.
+        self._claims = f"{key_prefix}:dedupe-post:"
         self._ttl_s = ttl_s
 
     async def claim(self, content_hash: str, post_id: str) -> str:
@@ -73,6 +84,7 @@ class RedisDedupeStore(DedupeStore):
             # Two tries: the key can expire between a failed SET NX and the GET.
             for _ in range(2):
                 if await self._redis.set(key, post_id, nx=True, ex=self._ttl_s):
+                    await self._redis.set(self._claims + post_id, content_hash, ex=self._ttl_s)
                     return post_id
                 owner = await self._redis.get(key)
                 if owner is not None:
@@ -80,6 +92,23 @@ class RedisDedupeStore(DedupeStore):
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise DedupeUnavailableError(f"redis unreachable for repost check: {exc}") from exc
         return post_id
+
+    async def forget(self, post_id: str) -> None:
+        import redis.exceptions
+
+        try:
+            digest = await self._redis.get(self._claims + post_id)
+            if digest is not None:
+                key = self._prefix + (digest.decode() if isinstance(digest, bytes) else digest)
+                owner = await self._redis.get(key)
+                if (
+                    owner is not None
+                    and (owner.decode() if isinstance(owner, bytes) else owner) == post_id
+                ):
+                    await self._redis.delete(key)
+            await self._redis.delete(self._claims + post_id)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise DedupeUnavailableError(f"redis unreachable for erasure: {exc}") from exc
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -36,7 +36,8 @@ MAX_REASON_CHARS = 2000
 class Publisher(Protocol):
     """Where stages write: one call per message, returns once the message is handed over."""
 
-    async def publish(self, topic: str, key: str | None, value: bytes) -> None: ...
+    async def publish(self, topic: str, key: str | None, value: bytes | None) -> None:
+        """``value`` None is a tombstone (compaction deletes the key)."""
 
 
 async def retry_forever(

@@ -155,7 +155,9 @@ class EmbedStage:
         self._metrics.posts_in.labels(stage="embed").inc(len(values))
         posts: list[tuple[CleanPost, bytes]] = []
         for value in values:
-            payload = value or b""
+            if value is None:  # a tombstone on posts.clean: an erased post, nothing to embed
+                continue
+            payload = value
             clean = await self._dead.parse(CleanPost, payload, "embed", "clean post")
             if clean is None:
                 report.deadlettered += 1

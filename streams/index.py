@@ -33,6 +33,7 @@ from crossfeed.core.schema import VectorRecord
 from crossfeed.core.settings import KafkaSettings
 from crossfeed.exceptions import CrossfeedError
 from crossfeed.indexer.base import IndexRow, VectorIndex
+from crossfeed.indexer.erasure import ErasureLedger
 from crossfeed.live.base import Match
 from crossfeed.live.freshness import FreshnessRecorder
 from crossfeed.live.percolator import Percolator
@@ -113,7 +114,9 @@ class IndexStage:
         model_version: str | Callable[[], str | None] | None = None,
         percolator: Percolator | None = None,
         freshness: FreshnessRecorder | None = None,
+        erasures: ErasureLedger | None = None,
     ) -> None:
+        self._erasures = erasures
         self._index: VectorIndex | None = index if isinstance(index, VectorIndex) else None
         self._index_factory = None if isinstance(index, VectorIndex) else index
         self._ready_dims: set[int] = set()
@@ -155,7 +158,9 @@ class IndexStage:
         pending: dict[str, _Pending] = {}  # a replayed record in the same batch: last one wins
         wanted = await self._wanted_version()
         for value in values:
-            payload = value or b""
+            if value is None:  # a tombstone: the post was erased (its rows already went)
+                continue
+            payload = value
             record = await self._dead.parse(VectorRecord, payload, "index", "vector record")
             if record is None:
                 report.deadlettered += 1
@@ -168,6 +173,7 @@ class IndexStage:
             produced = record.produced_at
             produced_ms = None if produced is None else int(produced.timestamp() * 1000)
             pending[row.row_id] = _Pending(row, payload, produced_ms)
+        pending = await self._without_erased(pending)
         if not pending:
             return report
 
@@ -183,6 +189,7 @@ class IndexStage:
                 matching.cancel()
             raise
         self._metrics.index_batch_seconds.observe(time.perf_counter() - started)
+        accepted = await self._undo_raced_erasures(accepted)
         report.rows_written = written
         self._metrics.indexed.inc(written)
         self._metrics.posts_out.labels(stage="index").inc(written)
@@ -197,6 +204,34 @@ class IndexStage:
         elif matching is not None:
             matching.cancel()
         return report
+
+    async def _without_erased(self, pending: dict[str, _Pending]) -> dict[str, _Pending]:
+        """Erase wins: records of posts erased while they were on their way are dropped."""
+        if self._erasures is None or not pending:
+            return pending
+        ledger, ids = self._erasures, {p.row.post_id for p in pending.values()}
+        erased = await retry_forever(lambda: ledger.erased(ids), what="erasure check")
+        if not erased:
+            return pending
+        self._metrics.erased_dropped.inc(len(erased))
+        log.info("not indexing %d erased post(s)", len(erased))
+        return {k: p for k, p in pending.items() if p.row.post_id not in erased}
+
+    async def _undo_raced_erasures(self, accepted: list[_Pending]) -> list[_Pending]:
+        """An erasure that landed while this batch was being upserted deleted rows that did
+        not exist yet: delete what the upsert just wrote of those posts, and notify nobody."""
+        if self._erasures is None or not accepted:
+            return accepted
+        ledger, ids = self._erasures, {p.row.post_id for p in accepted}
+        erased = await retry_forever(lambda: ledger.erased(ids), what="erasure check")
+        if not erased:
+            return accepted
+        index = self._get_index()
+        await retry_forever(
+            lambda: self._run(index.delete_posts, sorted(erased)), what="erasure of raced rows"
+        )
+        log.info("removed %d post(s) erased during their upsert", len(erased))
+        return [p for p in accepted if p.row.post_id not in erased]
 
     def _start_matching(self, rows: list[IndexRow]) -> asyncio.Future[list[Match]] | None:
         if self._percolator is None:

@@ -35,6 +35,14 @@ class WorkerMetrics(MetricsBundle):
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.erased = Counter(
+            "crossfeed_erased", "Posts erased by a tombstone on posts.raw", registry=r
+        )
+        self.erased_dropped = Counter(
+            "crossfeed_erased_dropped",
+            "Posts dropped (normalize) or not indexed (index) because they were erased",
+            registry=r,
+        )
         self.duplicates = Counter(
             "crossfeed_duplicates", "Reposts detected by content hash", registry=r
         )

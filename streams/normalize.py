@@ -13,6 +13,7 @@ from crossfeed.core.kafka import MAX_MESSAGE_BYTES
 from crossfeed.core.schema import MAX_ID_CHARS, CleanPost, Post
 from crossfeed.core.settings import KafkaSettings
 from crossfeed.core.text import clean_text_and_hashtags, content_hash, merge_hashtags
+from crossfeed.indexer.erasure import Eraser
 from crossfeed.streams.dedupe import DedupeStore
 from crossfeed.streams.delivery import (
     DeadLetters,
@@ -44,7 +45,9 @@ class NormalizeStage:
         metrics: WorkerMetrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        eraser: Eraser | None = None,
     ) -> None:
+        self._eraser = eraser
         self._dedupe = dedupe
         self._publisher = publisher
         self._topic_clean = topics.topic_clean
@@ -53,16 +56,31 @@ class NormalizeStage:
         self._metrics = metrics
         self._clock = clock
 
-    async def handle(self, raw: bytes | None, produced_at: datetime | None = None) -> str:
-        """Process one ``posts.raw`` value; returns "clean", "duplicate" or "deadletter".
+    async def handle(
+        self, raw: bytes | None, produced_at: datetime | None = None, key: str | None = None
+    ) -> str:
+        """Process one ``posts.raw`` record; returns "clean", "duplicate", "erased",
+        "dropped" (a post erased earlier: erase wins) or "deadletter".
 
+        A record with a key and no value is a tombstone (a connector saw the post deleted,
+        or ``DELETE /v1/posts/{id}`` asked): the post is erased everywhere, its repost
+        claim released, and a tombstone written to the compacted ``posts.clean``.
         ``produced_at``: the record's Kafka timestamp, carried along for freshness."""
         self._metrics.posts_in.labels(stage="normalize").inc()
+        if raw is None and key and self._eraser is not None:
+            return await self._erase(key)
         payload = raw or b""
         post_or_none = await self._parse(payload)
         if post_or_none is None:
             return "deadletter"
         post = post_or_none
+        if self._eraser is not None:
+            ledger = self._eraser.ledger
+            erased = await retry_forever(lambda: ledger.erased([post.id]), what="erasure check")
+            if erased:
+                self._metrics.erased_dropped.inc()
+                log.info("post %s was erased before it arrived; dropped", post.id)
+                return "dropped"
         try:
             text, text_tags = clean_text_and_hashtags(post.text)
             hashtags = merge_hashtags(text_tags, post.tags)
@@ -104,6 +122,18 @@ class NormalizeStage:
             log.debug("post %s is a repost of %s; forwarded, not embedded", post.id, duplicate_of)
             return "duplicate"
         return "clean"
+
+    async def _erase(self, post_id: str) -> str:
+        eraser = self._eraser
+        assert eraser is not None
+        if len(post_id) > MAX_ID_CHARS:
+            await self._dead.send("validate", "tombstone key is not a post id", b"")
+            return "deadletter"
+        await retry_forever(lambda: eraser.erase(post_id, by="tombstone"), what="erasure")
+        await retry_forever(lambda: self._dedupe.forget(post_id), what="repost claim release")
+        await self._publisher.publish(self._topic_clean, post_id, None)
+        self._metrics.erased.inc()
+        return "erased"
 
     async def _parse(self, payload: bytes) -> Post | None:
         if not payload.strip():

@@ -9,12 +9,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.exceptions import ConfigError
 from crossfeed.indexer.base import VectorIndex
+from crossfeed.indexer.erasure import Eraser, default_eraser
 from crossfeed.streams.dedupe import DedupeStore, RedisDedupeStore
 from crossfeed.streams.delivery import Publisher
 from crossfeed.streams.embed import EmbedStage
@@ -46,6 +47,8 @@ class Pipeline:
     index: IndexStage | None = None
     dedupe: DedupeStore | None = None
     live: LiveHooks = field(default_factory=LiveHooks)
+    eraser: Eraser | None = None
+    owns_eraser: bool = False
     closers: list[Any] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -54,6 +57,8 @@ class Pipeline:
                 stage.close()
         if self.dedupe is not None:
             await self.dedupe.close()
+        if self.eraser is not None and self.owns_eraser:
+            await self.eraser.ledger.close()
         for close in self.closers:
             close()
 
@@ -71,13 +76,16 @@ def build_pipeline(
     fetcher: MediaFetcher | None = None,
     allow_private_hosts: bool | None = None,
     live: LiveHooks | None = None,
+    eraser: Eraser | Literal["auto"] | None = "auto",
 ) -> Pipeline:
     """Stage objects for ``stages``; defaults talk to the configured engines, lazily.
 
     ``allow_private_hosts`` (media URLs on loopback/private networks) defaults to
     the ``allow_private_urls`` stream setting. ``live``: the live-monitoring hooks
     (standing queries, freshness, thumbnails, activity); None builds them on the
-    configured Redis, ``LiveHooks()`` turns them all off.
+    configured Redis, ``LiveHooks()`` turns them all off. ``eraser``: erasure (tombstones,
+    the ledger that keeps erased posts out); "auto" builds it on the configured engines
+    unless a fake index or dedupe store was given (unit tests), None turns it off.
     """
     stages = check_stages(stages)
     if allow_private_hosts is None:
@@ -87,6 +95,13 @@ def build_pipeline(
         live = LiveHooks.from_settings(settings, stages=stages, registry=pipe.metrics.registry)
         pipe.closers.append(live.close)
     pipe.live = live
+    if eraser == "auto":
+        eraser = None
+        if {"normalize", "index"} & set(stages) and dedupe is None and index is None:
+            eraser = default_eraser(settings)
+            pipe.owns_eraser = True
+    assert eraser != "auto"
+    pipe.eraser = eraser
     if "normalize" in stages:
         if dedupe is None:
             dedupe = RedisDedupeStore(
@@ -96,7 +111,11 @@ def build_pipeline(
             )
         pipe.dedupe = dedupe
         pipe.normalize = NormalizeStage(
-            dedupe=dedupe, publisher=publisher, topics=settings.kafka, metrics=pipe.metrics
+            dedupe=dedupe,
+            publisher=publisher,
+            topics=settings.kafka,
+            metrics=pipe.metrics,
+            eraser=eraser,
         )
     # The index stage writes only this version (None = any); see IndexStage.
     index_version: str | Callable[[], str] | None = None
@@ -157,6 +176,7 @@ def build_pipeline(
             model_version=index_version,
             percolator=live.percolator,
             freshness=live.freshness,
+            erasures=eraser.ledger if eraser is not None else None,
         )
     return pipe
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from crossfeed.indexer.erasure import Eraser, default_eraser
 from crossfeed.indexer.exceptions import VectorIndexError
 from crossfeed.streams.delivery import Publisher
 from crossfeed.streams.exceptions import ReindexError
@@ -71,15 +72,15 @@ class RoutingPublisher:
     def __init__(self, keep_topic: str, forward: Publisher) -> None:
         self.keep_topic = keep_topic
         self._forward = forward
-        self._kept: list[bytes] = []
+        self._kept: list[bytes | None] = []
 
-    async def publish(self, topic: str, key: str | None, value: bytes) -> None:
+    async def publish(self, topic: str, key: str | None, value: bytes | None) -> None:
         if topic == self.keep_topic:
             self._kept.append(value)
         else:
             await self._forward.publish(topic, key, value)
 
-    def drain(self) -> list[bytes]:
+    def drain(self) -> list[bytes | None]:
         """The kept values, oldest first; the buffer is emptied."""
         kept, self._kept = self._kept, []
         return kept
@@ -132,6 +133,7 @@ def run_reindex(
     stop: threading.Event | None = None,
     progress: bool = False,
     join_timeout_s: float = 60.0,
+    eraser: Eraser | None = None,
 ) -> ReindexReport:
     """Re-embed ``posts.clean`` with ``model_version`` into ``collection``; see the module.
 
@@ -167,6 +169,7 @@ def run_reindex(
         cleanup.callback(consumer.close, autocommit=False)
         poller = CatchUpPoller(consumer, settings.kafka.topic_clean, follow, idle_s, join_timeout_s)
         poller.start()
+        real_index = index is None
         if index is None:
             from crossfeed.indexer.milvus import MilvusIndex
 
@@ -176,6 +179,7 @@ def run_reindex(
         dead = KafkaPublisher(lambda: open_producer(settings))
         cleanup.callback(dead.close)
         routing = RoutingPublisher(settings.kafka.topic_vectors, dead)
+        own_eraser = default_eraser(run_settings) if real_index else None
         pipe = build_pipeline(
             run_settings,
             stages=("embed", "index"),
@@ -187,7 +191,11 @@ def run_reindex(
             # A back-fill of a version not served yet: no standing queries, freshness or
             # pictures of its own (the serving stream made the posts' thumbnails).
             live=LiveHooks(),
+            # Erased posts stay out of the back-fill (their clean records may predate the
+            # tombstone's compaction); tests without engines pass their own or none.
+            eraser=eraser if eraser is not None else own_eraser,
         )
+        pipe.owns_eraser = own_eraser is not None and eraser is None
         loop = asyncio.new_event_loop()
         cleanup.callback(loop.close)
         cleanup.callback(lambda: loop.run_until_complete(pipe.aclose()))

@@ -33,12 +33,12 @@ class KafkaPublisher:
         self._lock = threading.Lock()
         self.sent = 0
 
-    async def publish(self, topic: str, key: str | None, value: bytes) -> None:
+    async def publish(self, topic: str, key: str | None, value: bytes | None) -> None:
         """Hand one message to the producer, off the event loop: making the producer and
         ``send`` (which waits for metadata, up to ``max_block_ms``) both block."""
         await asyncio.to_thread(self._send, topic, key, value)
 
-    def _send(self, topic: str, key: str | None, value: bytes) -> None:
+    def _send(self, topic: str, key: str | None, value: bytes | None) -> None:
         from kafka.errors import KafkaError
 
         try:

@@ -17,6 +17,7 @@ import stamina
 from pydantic import SecretStr
 
 from crossfeed.api.models import (
+    ErasureResponse,
     PostResponse,
     ReadyResponse,
     SearchResponse,
@@ -200,6 +201,11 @@ class AsyncClient:
         """A post's stored fields; :class:`~crossfeed.client.exceptions.NotFoundError`
         when the index does not hold it."""
         return await self._call(ops.get_post(post_id))
+
+    async def erase_post(self, post_id: str) -> ErasureResponse:
+        """Erase a post everywhere (needs an admin key when the API asks for keys); the
+        answer comes once no query finds it."""
+        return await self._call(ops.erase_post(post_id))
 
     async def suggest_tags(
         self,

@@ -19,6 +19,7 @@ import stamina
 from pydantic import SecretStr
 
 from crossfeed.api.models import (
+    ErasureResponse,
     PostResponse,
     ReadyResponse,
     SearchResponse,
@@ -202,6 +203,11 @@ class Client:
         """A post's stored fields; :class:`~crossfeed.client.exceptions.NotFoundError`
         when the index does not hold it."""
         return self._call(ops.get_post(post_id))
+
+    def erase_post(self, post_id: str) -> ErasureResponse:
+        """Erase a post everywhere (needs an admin key when the API asks for keys); the
+        answer comes once no query finds it."""
+        return self._call(ops.erase_post(post_id))
 
     def suggest_tags(
         self,

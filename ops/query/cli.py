@@ -57,6 +57,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _client_options(p)
     p.set_defaults(func=_cmd_post)
 
+    p = sub.add_parser(
+        "erase",
+        help="erase a post everywhere (admin key; CROSSFEED_API_KEY)",
+        description="Erase a post: its rows in every collection, cached results, thumbnails, "
+        "its repost claim; it stays out of later re-indexing. Exits 0 once it is gone.",
+    )
+    p.add_argument("post_id", metavar="ID")
+    _client_options(p)
+    p.set_defaults(func=_cmd_erase)
+
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
     filters: dict[str, Any] = {}
@@ -160,4 +170,18 @@ def _cmd_post(args: argparse.Namespace) -> int:
     from crossfeed.ops.query.render import print_post
 
     print_post(_console(), post)
+    return 0
+
+
+def _cmd_erase(args: argparse.Namespace) -> int:
+    with Client(args.url, timeout=args.timeout) as client:
+        try:
+            done = client.erase_post(args.post_id)
+        except CrossfeedError as exc:
+            raise _explain(exc, client.url) from exc
+    if args.json:
+        print(done.model_dump_json(indent=1))
+    else:
+        where = ", ".join(f"{n} from {c}" for c, n in done.collections.items() if n) or "no rows"
+        print(f"erased {done.post_id}: {where}")
     return 0
