@@ -20,7 +20,17 @@ from fastapi.openapi.utils import get_openapi
 from PIL import Image
 
 from crossfeed import __version__
-from crossfeed.api import dashboard, erasure, health, media, routes, stats, subscriptions, suggest
+from crossfeed.api import (
+    dashboard,
+    erasure,
+    health,
+    media,
+    routes,
+    stats,
+    subscriptions,
+    suggest,
+)
+from crossfeed.api import trends as trends_api
 from crossfeed.api.auth import Access, RateLimits, auth_enabled
 from crossfeed.api.cache import RedisSearchCache, SearchCache
 from crossfeed.api.cursor import CursorCodec
@@ -33,11 +43,13 @@ from crossfeed.api.metrics import ApiMetrics
 from crossfeed.api.models import SearchFilters, SearchRequest
 from crossfeed.api.suggest import SuggestTagsRequest
 from crossfeed.api.tombstones import KafkaTombstones, Tombstones
+from crossfeed.api.trend_service import TrendService, open_tracker
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.exceptions import ConfigError, CrossfeedError
 from crossfeed.indexer.base import VectorIndex
 from crossfeed.indexer.erasure import Eraser, default_eraser
+from crossfeed.trends.base import TrendTracker
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +129,7 @@ def create_app(
     live: LiveServices | None = None,
     eraser: Eraser | None = None,
     tombstones: Tombstones | None = None,
+    trends: TrendTracker | None = None,
 ) -> FastAPI:
     """The crossfeed query API; pass any of the collaborators to replace the real ones.
 
@@ -124,8 +137,12 @@ def create_app(
     and ``rate_limits`` to Redis-backed limits of ``CROSSFEED_RATE_LIMIT``. ``live``:
     subscriptions, thumbnails, freshness and activity (default: on Redis). ``eraser`` and
     ``tombstones`` serve ``DELETE /v1/posts/{id}`` (default: the configured engines).
+    ``trends``: the tracker behind ``GET /v1/trends`` and ``filters.trend`` (default: the
+    deployment's, opened on first use; with ``CROSSFEED_TRENDS=0`` and none given, the
+    trends routes are not served).
     """
     access = _access(settings, keys, rate_limits)
+    serve_trends = trends is not None or settings.trends.enabled
     codec = _cursor_codec(settings)  # a bad secret stops here, before anything starts
 
     @asynccontextmanager
@@ -134,6 +151,11 @@ def create_app(
         owned_cache: SearchCache | None = None
         owned_live: LiveServices | None = None
         state: AppState | None = None
+        trend_service: TrendService | None = None
+        if serve_trends:
+            trend_service = TrendService(
+                trends if trends is not None else lambda: open_tracker(settings)
+            )
         try:
             emb: Embedder = (
                 embedder
@@ -161,11 +183,14 @@ def create_app(
                 live=services,
                 collections=CollectionsCache(_collection_lister(settings, idx, owned_index)),
                 route_paths=frozenset(getattr(r, "path", "") for r in app.routes),
+                trends=trend_service,
             )
             app.state.crossfeed = state
             await _warm_index(state)
             yield
         finally:
+            if trend_service is not None:
+                await anyio.to_thread.run_sync(trend_service.close)
             if eraser is None and state is not None and state.eraser is not None:
                 await state.eraser.ledger.close()
             if tombstones is None and state is not None and state.tombstones is not None:
@@ -193,6 +218,8 @@ def create_app(
     app.include_router(suggest.router)
     app.include_router(subscriptions.router)
     app.include_router(stats.router)
+    if serve_trends:
+        app.include_router(trends_api.router)
     app.include_router(health.router)
     app.include_router(dashboard.router)
     app.mount("/static", dashboard.static_files(), name="static")

@@ -8,7 +8,7 @@ any of them through :func:`crossfeed.api.app.create_app`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 from fastapi import Depends, Request
@@ -26,6 +26,9 @@ from crossfeed.encoders.base import Embedder
 from crossfeed.indexer.base import VectorIndex
 from crossfeed.indexer.erasure import Eraser
 from crossfeed.live.thumbs import ThumbnailReader
+
+if TYPE_CHECKING:
+    from crossfeed.api.trend_service import TrendService
 
 
 @dataclass
@@ -48,6 +51,7 @@ class AppState:
     route_paths: frozenset[str] = frozenset()  # what this app serves (optional features)
     eraser: Eraser | None = None  # DELETE /v1/posts/{id}
     tombstones: Tombstones | None = None
+    trends: TrendService | None = None  # GET /v1/trends, filters.trend (None: trends off)
 
 
 def get_state(request: Request) -> AppState:

@@ -26,6 +26,7 @@ from crossfeed.api.exceptions import (
 from crossfeed.exceptions import CrossfeedError, InvalidInputError
 from crossfeed.live.exceptions import SubscriptionLimitError, SubscriptionNotFoundError
 from crossfeed.retrieval.exceptions import ModelVersionMismatchError, PostNotIndexedError
+from crossfeed.trends.exceptions import TrendNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ _AS_API_ERROR: dict[type[CrossfeedError], type[ApiError]] = {
     ModelVersionMismatchError: ModelVersionConflictError,
     SubscriptionNotFoundError: NotFoundError,
     SubscriptionLimitError: ConflictError,
+    TrendNotFoundError: NotFoundError,
 }
 
 

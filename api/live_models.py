@@ -53,6 +53,15 @@ class SubscriptionOptions(BaseModel):
     def _name(cls, value: str | None) -> str | None:
         return _clean_name(value)
 
+    @field_validator("filters")
+    @classmethod
+    def _no_trend(cls, value: SearchFilters) -> SearchFilters:
+        if value.trend is not None:
+            # A trend's members change by the minute; a standing query filters new posts
+            # as they are indexed, before any trend could count them.
+            raise ValueError("filters.trend does not apply to standing queries")
+        return value
+
 
 class SubscriptionCreate(TextOrPostQuery, SubscriptionOptions):
     """JSON body of ``POST /v1/subscriptions``: exactly one of ``text`` and ``post_id``

@@ -32,6 +32,9 @@ SuggestQuery = Literal["image", "video", "post"]
 MAX_TAG_CHARS = 100
 MAX_FILTER_VALUES = 64  # sources or authors one filter may name
 MAX_CURSOR_CHARS = 2048
+# A trend id (GET /v1/trends): "h:<normalized hashtag>" or "c:<cluster id>", printable.
+MAX_TREND_ID_CHARS = 256
+TREND_ID_PATTERN = r"^[hc]:[^\x00-\x1f\x7f]+$"
 # BCP 47-ish: "en", "pt-BR", "zh-Hant". Stored values are compared exactly.
 _LANG_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
 
@@ -89,6 +92,13 @@ class SearchFilters(BaseModel):
         max_length=MAX_FILTER_VALUES,
         description="any of these authors, exactly as posts name them",
     )
+    trend: str | None = Field(
+        default=None,
+        min_length=3,
+        max_length=MAX_TREND_ID_CHARS,
+        pattern=TREND_ID_PATTERN,
+        description="only posts of this trend (an id from GET /v1/trends); 404 if unknown",
+    )
 
     @field_validator("since", "until", mode="before")
     @classmethod
@@ -130,8 +140,13 @@ class SearchFilters(BaseModel):
         return self
 
     def to_index_filter(
-        self, *, model_version: str | None, exclude_post_ids: tuple[str, ...] = ()
+        self,
+        *,
+        model_version: str | None,
+        exclude_post_ids: tuple[str, ...] = (),
+        post_ids: tuple[str, ...] | None = None,
     ) -> SearchFilter:
+        """The index's filter; ``post_ids``: the members of ``trend``, resolved by the API."""
         return SearchFilter(
             modalities=tuple(dict.fromkeys(self.modalities)),
             since_ms=to_epoch_ms(self.since) if self.since else None,
@@ -141,12 +156,14 @@ class SearchFilters(BaseModel):
             sources=tuple(self.sources),
             authors=tuple(self.authors),
             exclude_post_ids=exclude_post_ids,
+            post_ids=post_ids,
             model_version=model_version,
         )
 
     def canonical(self) -> dict[str, Any]:
-        """An order-independent form for cache keys."""
-        return {
+        """An order-independent form for cache keys (``trend`` only when set, so keys of
+        searches without one stay what they were)."""
+        out: dict[str, Any] = {
             "modalities": sorted(set(self.modalities)),
             "since": to_epoch_ms(self.since) if self.since else None,
             "until": to_epoch_ms(self.until) if self.until else None,
@@ -155,6 +172,9 @@ class SearchFilters(BaseModel):
             "sources": sorted(self.sources),
             "authors": sorted(self.authors),
         }
+        if self.trend is not None:
+            out["trend"] = self.trend
+        return out
 
 
 # What the validators below enforce, said in the documented schema too (OpenAPI clients

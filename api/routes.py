@@ -9,6 +9,7 @@ One search path takes two body types, dispatched on Content-Type:
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +39,7 @@ from crossfeed.api.models import (
 )
 from crossfeed.api.retry import engine_call
 from crossfeed.api.search import Query, moment_span, run_search
+from crossfeed.api.trend_service import scope_to_trend
 from crossfeed.api.upload import read_json, read_upload_form
 from crossfeed.core.schema import MAX_ID_CHARS, MAX_TEXT_CHARS
 
@@ -157,10 +159,14 @@ async def search(
     the index epoch is unchanged (409 after that; 422 with another query).
 
     ``freshness`` says how current the index is (never cached); a hit whose media has a
-    stored thumbnail carries its URL in ``thumbnail``.
+    stored thumbnail carries its URL in ``thumbnail``. ``filters.trend`` (an id from
+    ``GET /v1/trends``) keeps only that trend's recent posts; 404 for an unknown trend.
     """
     query = await _parse_search(request, settings.api.max_upload_bytes)
     _check_top_k(query.top_k, settings.api.max_top_k)
+    if query.filters.trend is not None:
+        members = await scope_to_trend(state.trends, query.filters.trend)
+        query = dataclasses.replace(query, post_ids=members)
     ctx = search_context(state, embedder, index, thumbnails=live.thumbnails)
     response = await run_search(ctx, query)
     response.freshness = await live.freshness()

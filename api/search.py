@@ -53,6 +53,8 @@ class Query:
     image: bytes | None = None
     post_id: str | None = None
     cursor: str | None = None  # the previous page's next_cursor
+    # filters.trend resolved to the trend's post ids (by the route); None = no trend filter
+    post_ids: tuple[str, ...] | None = None
 
     @classmethod
     def for_text(
@@ -189,6 +191,10 @@ async def run_search(ctx: SearchContext, query: Query) -> SearchResponse:
         else query.identity()
     )
     canonical = query.filters.canonical()
+    if query.post_ids is not None:
+        # A trend's members change while the epoch does not always: key on the members too.
+        members = "\n".join(sorted(query.post_ids)).encode("utf-8", "surrogatepass")
+        canonical["trend_posts"] = hashlib.sha256(members).hexdigest()
     fingerprint = query_fingerprint(
         kind=query.kind, identity=identity, filters=canonical, model_version=version
     )
@@ -225,14 +231,20 @@ async def run_search(ctx: SearchContext, query: Query) -> SearchResponse:
 
     vector = await query_vector(ctx, query)
     exclude = (query.post_id,) if query.post_id is not None else ()
-    flt = query.filters.to_index_filter(model_version=version, exclude_post_ids=exclude)
+    flt = query.filters.to_index_filter(
+        model_version=version, exclude_post_ids=exclude, post_ids=query.post_ids
+    )
     # Every post up to the end of this page, plus one to tell whether another page exists.
     # The fence makes the index show every row the epoch announced: a result cached
     # under this epoch can never miss a post the index stage had already accepted.
     depth = min(offset + query.top_k, ctx.max_depth)
-    hits = await engine_call(
-        ctx.retry_budget_s,
-        lambda: collect_hits(ctx.index, vector, depth + 1, flt, fence=fence),
+    hits = (
+        []
+        if query.post_ids == ()  # a trend whose posts all aged out: nothing to rank
+        else await engine_call(
+            ctx.retry_budget_s,
+            lambda: collect_hits(ctx.index, vector, depth + 1, flt, fence=fence),
+        )
     )
     if page is not None:
         hits = [h for h in hits if page.after(h.score, h.row.post_id)]

@@ -25,6 +25,7 @@ from crossfeed.api.models import (
     SearchResponse,
     SuggestTagsResponse,
 )
+from crossfeed.api.trend_models import MAX_TREND_LIMIT, TrendResponse, TrendsResponse
 from crossfeed.client._core import ApiRequest, Operation, parse_json, parse_model
 from crossfeed.client.exceptions import ClientInputError, ProtocolError
 
@@ -162,6 +163,38 @@ def suggest_tags(
             data={"top_k": str(top_k), "neighbours": str(neighbours)},
         )
     return Operation(request, parse_model(SuggestTagsResponse))
+
+
+TREND_KINDS = ("hashtag", "cluster", "all")
+
+
+def trends(
+    *, kind: str = "all", limit: int = 20, window: int | None = None
+) -> Operation[TrendsResponse]:
+    """``GET /v1/trends``: what bursts now (``kind`` hashtag, cluster or all)."""
+    if kind not in TREND_KINDS:
+        raise ClientInputError(f"kind must be one of {', '.join(TREND_KINDS)}, got {kind!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_TREND_LIMIT:
+        raise ClientInputError(f"limit must be an integer in 1..{MAX_TREND_LIMIT}, got {limit!r}")
+    params = {"kind": kind, "limit": str(limit)}
+    if window is not None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ClientInputError(f"window must be a positive integer, got {window!r}")
+        params["window"] = str(window)
+    return Operation(ApiRequest("GET", "/v1/trends", params=params), parse_model(TrendsResponse))
+
+
+def trend(trend_id: str, *, window: int | None = None) -> Operation[TrendResponse]:
+    """``GET /v1/trends/{id}`` (the id is percent-encoded: a hashtag may hold spaces)."""
+    if not trend_id:
+        raise ClientInputError("trend_id is empty")
+    params = None
+    if window is not None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ClientInputError(f"window must be a positive integer, got {window!r}")
+        params = {"window": str(window)}
+    request = ApiRequest("GET", "/v1/trends/" + quote(trend_id, safe=":"), params=params)
+    return Operation(request, parse_model(TrendResponse))
 
 
 def health() -> Operation[bool]:

@@ -44,6 +44,8 @@ class SearchFilter:
     sources: Sequence[str] = ()  # any of these sources (exact match)
     authors: Sequence[str] = ()  # any of these authors (exact match)
     exclude_post_ids: Sequence[str] = field(default_factory=tuple)
+    # Only rows of these posts (a trend-scoped search); None = any post. Never empty.
+    post_ids: Sequence[str] | None = None
     # Only rows embedded by this model version: vectors of different versions live in
     # different spaces, so mixing them would rank noise. None = any version.
     model_version: str | None = None

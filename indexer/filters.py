@@ -106,6 +106,15 @@ def validate_filter(flt: SearchFilter) -> SearchFilter:
     excluded = tuple(
         dict.fromkeys(_check_text("post id", p, ID_MAX_BYTES) for p in flt.exclude_post_ids)
     )
+    only: tuple[str, ...] | None = None
+    if flt.post_ids is not None:
+        if isinstance(flt.post_ids, str) or not isinstance(flt.post_ids, list | tuple):
+            raise InvalidFilterError("post ids must be a list of strings")
+        if not flt.post_ids:
+            raise InvalidFilterError("an empty post-id set matches nothing; leave it out")
+        if len(flt.post_ids) > MAX_EXCLUDED_POSTS:
+            raise InvalidFilterError(f"more than {MAX_EXCLUDED_POSTS} posts to search in")
+        only = tuple(dict.fromkeys(_check_text("post id", p, ID_MAX_BYTES) for p in flt.post_ids))
     version = (
         None
         if flt.model_version is None
@@ -121,6 +130,7 @@ def validate_filter(flt: SearchFilter) -> SearchFilter:
         sources=sources,
         authors=authors,
         exclude_post_ids=excluded,
+        post_ids=only,
         model_version=version,
     )
 
@@ -162,6 +172,8 @@ def build_expression(flt: SearchFilter) -> str:
         parts.append(f"model_version == {quote(f.model_version)}")
     if f.exclude_post_ids:
         parts.append(f"post_id not in {_string_list(list(f.exclude_post_ids))}")
+    if f.post_ids is not None:
+        parts.append(f"post_id in {_string_list(list(f.post_ids))}")
     return " and ".join(f"({p})" for p in parts)
 
 
@@ -195,5 +207,7 @@ def matches(row: IndexRow, flt: SearchFilter) -> bool:
     if flt.authors and row.author not in flt.authors:
         return False
     if flt.model_version is not None and row.model_version != flt.model_version:
+        return False
+    if flt.post_ids is not None and row.post_id not in flt.post_ids:
         return False
     return not (flt.exclude_post_ids and row.post_id in flt.exclude_post_ids)

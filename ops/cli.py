@@ -29,7 +29,7 @@ _COMMAND_MODULES = (
     "crossfeed.ops.data.keys",  # keys
     "crossfeed.ops.run.serve",  # worker, serve
     "crossfeed.ops.run.demo",  # demo
-    "crossfeed.ops.query.cli",  # search, post
+    "crossfeed.ops.query.cli",  # search, post, erase, trends
     "crossfeed.train.cli",  # train, eval
     "crossfeed.ops.bench.cli",  # bench
 )

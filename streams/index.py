@@ -43,6 +43,7 @@ from crossfeed.streams.delivery import (
     retry_forever,
 )
 from crossfeed.streams.metrics import WorkerMetrics
+from crossfeed.streams.trends import TrendsStep, observations_from_rows
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,10 @@ class IndexStage:
         percolator: Percolator | None = None,
         freshness: FreshnessRecorder | None = None,
         erasures: ErasureLedger | None = None,
+        trends: TrendsStep | None = None,
     ) -> None:
         self._erasures = erasures
+        self._trends = trends
         self._index: VectorIndex | None = index if isinstance(index, VectorIndex) else None
         self._index_factory = None if isinstance(index, VectorIndex) else index
         self._ready_dims: set[int] = set()
@@ -200,10 +203,21 @@ class IndexStage:
             bump = (lambda: epoch.bump(fence)) if fence else (lambda: epoch.bump())
             report.epoch = await retry_forever(lambda: self._run(bump), what="epoch bump")
         if accepted:
+            self._observe_trends(accepted)
             report.matches = await self._after_accept(accepted, matching)
         elif matching is not None:
             matching.cancel()
         return report
+
+    def _observe_trends(self, accepted: list[_Pending]) -> None:
+        """Hand the accepted posts to the trends step (queued; never blocks, never raises)."""
+        if self._trends is None:
+            return
+        try:
+            self._trends.submit(observations_from_rows([p.row for p in accepted]))
+        except Exception as exc:  # a bug in building observations must not stop indexing
+            self._metrics.trends_errors.inc()
+            log.warning("trends step: batch not observed: %s: %s", type(exc).__name__, exc)
 
     async def _without_erased(self, pending: dict[str, _Pending]) -> dict[str, _Pending]:
         """Erase wins: records of posts erased while they were on their way are dropped."""

@@ -75,3 +75,30 @@ class WorkerMetrics(MetricsBundle):
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # The trends step (streams/trends.py): optional, never holds the stages up.
+        self.trends_observed = Counter(
+            "crossfeed_trends_observed",
+            "Posts (and reposts) handed to the trend tracker",
+            registry=r,
+        )
+        self.trends_errors = Counter(
+            "crossfeed_trends_errors",
+            "Tracker calls that failed (their observations are lost, the stream goes on)",
+            registry=r,
+        )
+        self.trends_lost = Counter(
+            "crossfeed_trends_lost",
+            "Observations of failed tracker calls",
+            registry=r,
+        )
+        self.trends_dropped = Counter(
+            "crossfeed_trends_dropped",
+            "Observations dropped because the trends queue was full (tracker too slow)",
+            registry=r,
+        )
+        self.trends_batch_seconds = Histogram(
+            "crossfeed_trends_batch_seconds",
+            "One tracker call (a batch of observations)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )

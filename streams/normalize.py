@@ -22,6 +22,7 @@ from crossfeed.streams.delivery import (
     retry_forever,
 )
 from crossfeed.streams.metrics import WorkerMetrics
+from crossfeed.streams.trends import TrendsStep, repost_observation
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,10 @@ class NormalizeStage:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         eraser: Eraser | None = None,
+        trends: TrendsStep | None = None,
     ) -> None:
         self._eraser = eraser
+        self._trends = trends
         self._dedupe = dedupe
         self._publisher = publisher
         self._topic_clean = topics.topic_clean
@@ -119,9 +122,20 @@ class NormalizeStage:
         self._metrics.posts_out.labels(stage="normalize").inc()
         if duplicate_of is not None:
             self._metrics.duplicates.inc()
+            self._observe_repost(clean)
             log.debug("post %s is a repost of %s; forwarded, not embedded", post.id, duplicate_of)
             return "duplicate"
         return "clean"
+
+    def _observe_repost(self, clean: CleanPost) -> None:
+        """A repost is attention for its original: to the trends step (never blocks)."""
+        if self._trends is None:
+            return
+        try:
+            self._trends.submit([repost_observation(clean)])
+        except Exception as exc:  # trends are optional: a bug here must not cost the post
+            self._metrics.trends_errors.inc()
+            log.warning("trends step: repost %s not observed: %s", clean.post.id, exc)
 
     async def _erase(self, post_id: str) -> str:
         eraser = self._eraser

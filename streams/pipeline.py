@@ -24,6 +24,7 @@ from crossfeed.streams.index import EpochBumper, IndexStage
 from crossfeed.streams.media import DecodeLimits, MediaFetcher, MediaPolicy
 from crossfeed.streams.metrics import WorkerMetrics
 from crossfeed.streams.normalize import NormalizeStage
+from crossfeed.streams.trends import TrendsStep, default_trends_step
 
 STAGES: tuple[str, ...] = ("normalize", "embed", "index")
 
@@ -49,12 +50,15 @@ class Pipeline:
     live: LiveHooks = field(default_factory=LiveHooks)
     eraser: Eraser | None = None
     owns_eraser: bool = False
+    trends: TrendsStep | None = None
     closers: list[Any] = field(default_factory=list)
 
     async def aclose(self) -> None:
         for stage in (self.embed, self.index):
             if stage is not None:
                 stage.close()
+        if self.trends is not None:
+            self.trends.close()
         if self.dedupe is not None:
             await self.dedupe.close()
         if self.eraser is not None and self.owns_eraser:
@@ -77,6 +81,7 @@ def build_pipeline(
     allow_private_hosts: bool | None = None,
     live: LiveHooks | None = None,
     eraser: Eraser | Literal["auto"] | None = "auto",
+    trends: TrendsStep | Literal["auto"] | None = "auto",
 ) -> Pipeline:
     """Stage objects for ``stages``; defaults talk to the configured engines, lazily.
 
@@ -86,6 +91,9 @@ def build_pipeline(
     configured Redis, ``LiveHooks()`` turns them all off. ``eraser``: erasure (tombstones,
     the ledger that keeps erased posts out); "auto" builds it on the configured engines
     unless a fake index or dedupe store was given (unit tests), None turns it off.
+    ``trends``: the trends step (streams/trends.py) fed by normalize (reposts) and index;
+    "auto" builds it on the configured Redis under the same condition, unless
+    ``CROSSFEED_TRENDS=0``; None turns it off.
     """
     stages = check_stages(stages)
     if allow_private_hosts is None:
@@ -102,6 +110,12 @@ def build_pipeline(
             pipe.owns_eraser = True
     assert eraser != "auto"
     pipe.eraser = eraser
+    if trends == "auto":
+        trends = None
+        if {"normalize", "index"} & set(stages) and dedupe is None and index is None:
+            trends = default_trends_step(settings, pipe.metrics)
+    assert trends != "auto"
+    pipe.trends = trends
     if "normalize" in stages:
         if dedupe is None:
             dedupe = RedisDedupeStore(
@@ -116,6 +130,7 @@ def build_pipeline(
             topics=settings.kafka,
             metrics=pipe.metrics,
             eraser=eraser,
+            trends=trends,
         )
     # The index stage writes only this version (None = any); see IndexStage.
     index_version: str | Callable[[], str] | None = None
@@ -177,6 +192,7 @@ def build_pipeline(
             percolator=live.percolator,
             freshness=live.freshness,
             erasures=eraser.ledger if eraser is not None else None,
+            trends=trends,
         )
     return pipe
 

@@ -24,6 +24,7 @@ from crossfeed.api.models import (
     SearchResult,
     SuggestTagsResponse,
 )
+from crossfeed.api.trend_models import TrendResponse, TrendsResponse
 from crossfeed.client import _operations as ops
 from crossfeed.client._async._io import monotonic, sleep
 from crossfeed.client._async.events import iter_events
@@ -222,6 +223,20 @@ class AsyncClient:
                 image, video=video, post_id=post_id, top_k=top_k, neighbours=neighbours
             )
         )
+
+    # ------------------------------------------------------------------ trends
+
+    async def trends(
+        self, *, kind: str = "all", limit: int = 20, window: int | None = None
+    ) -> TrendsResponse:
+        """What bursts now, highest score first: ``kind`` "hashtag", "cluster" or "all";
+        ``window``: how many recent windows each trend's series covers. Search inside one
+        with ``search(..., filters={"trend": trend.id})``."""
+        return await self._call(ops.trends(kind=kind, limit=limit, window=window))
+
+    async def trend(self, trend_id: str, *, window: int | None = None) -> TrendResponse:
+        """One trend; :class:`~crossfeed.client.exceptions.NotFoundError` for an unknown id."""
+        return await self._call(ops.trend(trend_id, window=window))
 
     # ------------------------------------------------------------------ health
 

@@ -3,6 +3,7 @@
 ::
 
     crossfeed search "cute cat" --source bluesky --top-k 5
+    crossfeed search "smoke" --trend h:wildfire
     crossfeed search --image cat.png --all --limit 50
     crossfeed search --post at://did:plc:x/app.bsky.feed.post/3k --json
     crossfeed post p-000123
@@ -19,8 +20,8 @@ import sys
 from typing import Any
 
 from crossfeed.client import Client
-from crossfeed.client.exceptions import BadRequestError, ConnectionFailedError, NotFoundError
 from crossfeed.exceptions import CrossfeedError
+from crossfeed.ops.query.common import console_for_output, explain
 
 
 def _client_options(p: argparse.ArgumentParser) -> None:
@@ -46,6 +47,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modality", action="append", default=[], choices=("text", "image", "video"))
     p.add_argument("--since", help="ISO-8601 date/time, inclusive")
     p.add_argument("--until", help="ISO-8601 date/time, exclusive")
+    p.add_argument("--trend", metavar="ID", help="only posts of this trend (crossfeed trends)")
     p.add_argument("--cursor", help="continue from a page's next_cursor")
     p.add_argument("--all", action="store_true", help="follow every page (see --limit)")
     p.add_argument("--limit", type=int, default=None, help="with --all: at most N results")
@@ -67,6 +69,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _client_options(p)
     p.set_defaults(func=_cmd_erase)
 
+    from crossfeed.ops.query.trends import add_trends_command
+
+    add_trends_command(sub)
+
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
     filters: dict[str, Any] = {}
@@ -78,36 +84,11 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
         ("lang", args.lang),
         ("since", args.since),
         ("until", args.until),
+        ("trend", args.trend),
     ):
         if value:
             filters[name] = value
     return filters
-
-
-def _explain(exc: CrossfeedError, url: str) -> CrossfeedError:
-    """The error with what a person needs to fix it."""
-    if isinstance(exc, BadRequestError) and exc.details:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in d.get('loc', ())[1:]) or 'request'}: {d.get('msg')}"
-            for d in exc.details
-            if isinstance(d, dict)
-        )
-        return CrossfeedError(f"{exc.message}: {problems}")
-    if isinstance(exc, ConnectionFailedError):
-        return CrossfeedError(
-            f"{exc.message} (is the API running, e.g. `crossfeed serve`? "
-            "set --url or CROSSFEED_API_URL)"
-        )
-    if isinstance(exc, NotFoundError):
-        return CrossfeedError(exc.message)
-    return exc
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    # Wide enough for the table when piped (rich assumes 80 columns without a terminal).
-    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -129,13 +110,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 return _search_all(client, args, query)
             page = client.search(args.text, top_k=args.top_k, cursor=args.cursor, **query)
         except CrossfeedError as exc:
-            raise _explain(exc, client.url) from exc
+            raise explain(exc, client.url) from exc
     if args.json:
         print(page.model_dump_json(indent=1))
         return 0
     from crossfeed.ops.query.render import print_page
 
-    console = _console()
+    console = console_for_output()
     print_page(console, page)
     if page.next_cursor:
         console.print(f"[dim]more: --all, or --cursor {page.next_cursor}[/dim]", highlight=False)
@@ -152,7 +133,7 @@ def _search_all(client: Client, args: argparse.Namespace, query: dict[str, Any])
         else:
             results.append(result)
     if not args.json:
-        console = _console()
+        console = console_for_output()
         console.print(results_table(results) if results else "no results")
         console.print(f"[dim]{len(results)} results[/dim]", highlight=False)
     return 0
@@ -163,13 +144,13 @@ def _cmd_post(args: argparse.Namespace) -> int:
         try:
             post = client.get_post(args.post_id)
         except CrossfeedError as exc:
-            raise _explain(exc, client.url) from exc
+            raise explain(exc, client.url) from exc
     if args.json:
         print(post.model_dump_json(indent=1))
         return 0
     from crossfeed.ops.query.render import print_post
 
-    print_post(_console(), post)
+    print_post(console_for_output(), post)
     return 0
 
 
@@ -178,7 +159,7 @@ def _cmd_erase(args: argparse.Namespace) -> int:
         try:
             done = client.erase_post(args.post_id)
         except CrossfeedError as exc:
-            raise _explain(exc, client.url) from exc
+            raise explain(exc, client.url) from exc
     if args.json:
         print(done.model_dump_json(indent=1))
     else:

@@ -176,6 +176,7 @@ def test_thumbnails_are_served_and_linked_from_hits(
 def test_stats_describe_the_pipeline_and_optional_features(
     settings: Settings, embedder: HashingEmbedder, index: InMemoryIndex
 ) -> None:
+    settings.trends.enabled = False  # CROSSFEED_TRENDS=0: no /v1/trends routes
     app = create_app(
         settings,
         embedder=embedder,
