@@ -1,0 +1,59 @@
+"""Burst scores: the current window's distinct authors against the item's own baseline.
+
+The baseline is a Poisson-gamma estimate over the item's last ``history`` windows
+(zeros included, from the first window the tracker saw): a new item starts from the
+prior ``prior_rate`` with the weight of ``prior_windows`` windows, so it has a finite
+score, and an item seen for an hour has its own rate. The spread is the larger of the
+Poisson spread and the item's own (shrunk) variance, so bursty tags need more to flag.
+
+``score = (x - rate) / sqrt(spread + 1)``; an item is bursting when ``score >= z``,
+``x >= min_authors`` and ``x >= ratio * rate``. The ``+ 1`` keeps one or two authors on
+a quiet item from scoring high.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BurstParams:
+    z: float = 4.0
+    min_authors: int = 5
+    ratio: float = 2.5
+    prior_rate: float = 0.5
+    prior_windows: float = 10.0
+
+
+@dataclass(frozen=True)
+class Burst:
+    score: float
+    rate: float  # distinct authors in the scored window
+    baseline: float  # expected distinct authors per window
+    bursting: bool
+
+
+def baseline(history: Sequence[int], params: BurstParams) -> tuple[float, float]:
+    """(expected rate, spread) of an item from its past windows' counts (oldest first)."""
+    n = len(history)
+    a = params.prior_windows
+    total = float(sum(history))
+    rate = (total + a * params.prior_rate) / (n + a)
+    if n:
+        mean = total / n
+        sq = sum((x - mean) ** 2 for x in history)
+    else:
+        sq = 0.0
+    var = (sq + a * params.prior_rate) / (n + a)
+    return rate, max(rate, var)
+
+
+def burst(current: int, history: Sequence[int], params: BurstParams) -> Burst:
+    rate, spread = baseline(history, params)
+    score = (current - rate) / math.sqrt(spread + 1.0)
+    bursting = (
+        score >= params.z and current >= params.min_authors and current >= params.ratio * rate
+    )
+    return Burst(score=score, rate=float(current), baseline=rate, bursting=bursting)
