@@ -22,10 +22,16 @@ MAX_TREND_POSTS = 1000
 
 
 def open_tracker(settings: Settings) -> TrendTracker:
-    """The deployment's tracker (Redis-backed, shared with the workers that feed it)."""
-    from crossfeed.trends.exceptions import TrendsUnavailableError
+    """The deployment's tracker: state in Redis (``<key prefix>:trends``), shared with the
+    workers that feed it."""
+    import redis
 
-    raise TrendsUnavailableError("no trend tracker implementation in this build")
+    from crossfeed.trends.tracker import open_tracker as open_store_tracker
+
+    client = redis.Redis.from_url(
+        settings.redis.url.get_secret_value(), socket_timeout=2.0, socket_connect_timeout=2.0
+    )
+    return open_store_tracker(settings, client)
 
 
 class TrendService:

@@ -236,7 +236,13 @@ def default_trends_step(settings: Settings, metrics: WorkerMetrics) -> TrendsSte
 
 
 def open_tracker(settings: Settings) -> TrendTracker:
-    """The deployment's tracker (Redis-backed, shared by every worker and API process)."""
-    from crossfeed.trends.exceptions import TrendsUnavailableError
+    """The deployment's tracker: state in Redis (``<key prefix>:trends``), shared by every
+    worker and API process and kept across worker restarts."""
+    import redis
 
-    raise TrendsUnavailableError("no trend tracker implementation in this build")
+    from crossfeed.trends.tracker import open_tracker as open_store_tracker
+
+    client = redis.Redis.from_url(
+        settings.redis.url.get_secret_value(), socket_timeout=5.0, socket_connect_timeout=2.0
+    )
+    return open_store_tracker(settings, client)

@@ -159,6 +159,7 @@ def filters(draw: st.DrawFn) -> SearchFilter:
         tags=tuple(draw(st.lists(TEXT, max_size=4))),
         lang=draw(st.one_of(st.none(), TEXT.map(lambda t: _fits(t, LANG_MAX_BYTES)))),
         exclude_post_ids=tuple(draw(st.lists(TEXT, max_size=4))),
+        post_ids=draw(st.one_of(st.none(), st.lists(TEXT, min_size=1, max_size=4).map(tuple))),
         model_version=draw(st.one_of(st.none(), st.just("v1"), TEXT.map(lambda t: _fits(t, 128)))),
     )
 
@@ -197,14 +198,16 @@ def test_property_generated_expressions_parse_and_match_exactly(
 def test_injection_payloads_match_exactly_their_own_rows(
     collection: tuple[object, str], payload: str, decoded: str | None
 ) -> None:
-    """As a tag, a lang, a model version, an excluded id and a post id, the payload
-    selects exactly the rows holding that value, never the decoded look-alike."""
+    """As a tag, a lang, a model version, an excluded id, a member id (trend-scoped search)
+    and a post id, the payload selects exactly the rows holding that value, never the
+    decoded look-alike."""
     client, name = collection
     for flt in (
         SearchFilter(tags=(payload,)),
         SearchFilter(lang=_fits(payload, LANG_MAX_BYTES)),
         SearchFilter(model_version=_fits(payload, MODEL_VERSION_MAX_BYTES)),
         SearchFilter(exclude_post_ids=(payload,)),
+        SearchFilter(post_ids=(payload,)),  # a trend-scoped search's members
     ):
         valid = validate_filter(flt)
         got = _query(client, name, build_expression(valid))

@@ -138,6 +138,8 @@ def _row(**kw: object) -> IndexRow:
         (SearchFilter(lang="fr"), False),
         (SearchFilter(model_version="v2"), False),
         (SearchFilter(exclude_post_ids=("p",)), False),
+        (SearchFilter(post_ids=("q", "p")), True),  # a trend's members
+        (SearchFilter(post_ids=("q",)), False),
         (SearchFilter(sources=("bluesky", "mastodon")), True),  # any of
         (SearchFilter(sources=("clipart",)), False),
         (SearchFilter(authors=("a", "b")), True),
@@ -147,6 +149,15 @@ def _row(**kw: object) -> IndexRow:
 )
 def test_matches(flt: SearchFilter, expected: bool) -> None:
     assert matches(_row(), validate_filter(flt)) is expected
+
+
+def test_member_ids_clause_escapes_and_an_empty_set_is_refused() -> None:
+    expr = build_expression(SearchFilter(post_ids=('a"] or true or ["', "b", "b")))
+    assert expr == '(post_id in ["a\\"] or true or [\\"", "b"])'
+    with pytest.raises(InvalidFilterError, match="empty post-id set"):
+        validate_filter(SearchFilter(post_ids=()))
+    with pytest.raises(InvalidFilterError, match="more than 1000"):
+        validate_filter(SearchFilter(post_ids=tuple(str(i) for i in range(1001))))
 
 
 def test_source_and_author_clauses_escape_their_values() -> None:
