@@ -88,6 +88,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _common(p)
     _ingest_args(p, 300)
     p.add_argument("--keep", action="store_true", help="keep the collection, topics and Redis keys")
+    p.add_argument(
+        "--trends",
+        choices=("on", "off", "compare"),
+        default=None,
+        help="run the worker's trends step (default: CROSSFEED_TRENDS), or compare: ingest "
+        "with it off and on, --rounds times each, and report what it costs",
+    )
+    p.add_argument("--rounds", type=int, default=2, help="with --trends compare (default 2)")
     p.set_defaults(func=_cmd_ingest)
 
     p = bsub.add_parser("query", help="API latency, uncached vs cached")
@@ -264,6 +272,12 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     _check_engines(base)
     out = _out_dir(args, base)
     corpus = _corpus(args, out)
+    if args.trends == "compare":
+        return _ingest_trends_compare(args, base, out, corpus)
+    if args.trends is not None:
+        from crossfeed.ops.bench.trends import with_trends
+
+        base = with_trends(base, enabled=args.trends == "on")
     names = BenchNames.new()
     settings = bench_settings(base, names, corpus.media_roots)
     with live_pipeline(settings, names, out / "ingest-worker.log", keep=args.keep) as live:
@@ -276,6 +290,22 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     if args.keep:
         results["kept"] = {"collection": names.collection, "topics": names.topics}
     return _emit(build_report(results, **_ingest_params(args, corpus)), args, out)
+
+
+def _ingest_trends_compare(args: argparse.Namespace, base: Any, out: Path, corpus: Any) -> int:
+    from crossfeed.ops.bench.trends import build_trends_report, run_trends_overhead
+
+    results = run_trends_overhead(
+        base,
+        corpus,
+        out,
+        rounds=args.rounds,
+        freshness_samples=args.freshness_samples,
+        progress=_progress(args),
+    )
+    params = {**_ingest_params(args, corpus), "rounds": args.rounds}
+    params["trends_window_s"] = base.trends.window_s
+    return _emit(build_trends_report(results, **params), args, out)
 
 
 def _cmd_live(args: argparse.Namespace) -> int:

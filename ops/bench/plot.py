@@ -166,10 +166,17 @@ def plot_live(ax: Any, results: dict[str, Any]) -> bool:
     return True
 
 
+def plot_ingest_trends(ax: Any, results: dict[str, Any]) -> bool:
+    from crossfeed.ops.bench.trends import plot_trends_overhead
+
+    return plot_trends_overhead(ax, results)
+
+
 PANELS: dict[str, Callable[[Any, dict[str, Any]], bool]] = {
     "engines": plot_engines,
     "encoders": plot_encoders,
     "ingest": plot_ingest,
+    "ingest-trends": plot_ingest_trends,
     "query": plot_query,
     "sources": plot_sources,
     "live": plot_live,
