@@ -6,6 +6,7 @@ No faust here: :mod:`crossfeed.streams.app` wires these objects to topics, and
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,8 +58,8 @@ class Pipeline:
         for stage in (self.embed, self.index):
             if stage is not None:
                 stage.close()
-        if self.trends is not None:
-            self.trends.close()
+        if self.trends is not None:  # hands over what is queued: off the loop
+            await asyncio.get_running_loop().run_in_executor(None, self.trends.close)
         if self.dedupe is not None:
             await self.dedupe.close()
         if self.eraser is not None and self.owns_eraser:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from crossfeed.core.schema import CleanPost
+from crossfeed.exceptions import CrossfeedError
 from crossfeed.indexer.base import IndexRow
 from crossfeed.streams.metrics import WorkerMetrics
 from crossfeed.trends.base import Observation, TrendTracker
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 MAX_QUEUED = 50_000  # observations waiting for the tracker before new ones are dropped
 MAX_BATCH = 2_000  # observations per tracker call
 LOG_EVERY_S = 30.0  # at most one warning per this many seconds while the tracker fails
+# Waits before retrying a retriable failure (Redis blip, the cluster codebook locked by
+# another worker): short, since observations queue up meanwhile.
+RETRY_DELAYS_S = (0.05, 0.2, 0.5)
 
 
 def observations_from_rows(rows: Sequence[IndexRow]) -> list[Observation]:
@@ -206,10 +210,7 @@ class TrendsStep:
     def _observe(self, batch: list[Observation]) -> None:
         started = time.perf_counter()
         try:
-            if self._tracker is None:
-                assert self._factory is not None
-                self._tracker = self._factory()
-            self._tracker.observe(batch)
+            self._observe_with_retries(batch)
         except Exception as exc:  # never let trends stop the stream: count, log, go on
             self._metrics.trends_errors.inc()
             self._metrics.trends_lost.inc(len(batch))
@@ -226,6 +227,19 @@ class TrendsStep:
         finally:
             self._metrics.trends_batch_seconds.observe(time.perf_counter() - started)
         self._metrics.trends_observed.inc(len(batch))
+
+    def _observe_with_retries(self, batch: list[Observation]) -> None:
+        for delay in (*RETRY_DELAYS_S, None):
+            try:
+                if self._tracker is None:
+                    assert self._factory is not None
+                    self._tracker = self._factory()
+                self._tracker.observe(batch)
+                return
+            except CrossfeedError as exc:
+                if not exc.retriable or delay is None or self._closed:
+                    raise
+                time.sleep(delay)
 
 
 def default_trends_step(settings: Settings, metrics: WorkerMetrics) -> TrendsStep | None:

@@ -200,11 +200,11 @@ async def test_a_stuck_tracker_never_blocks_the_stage_and_drops_past_the_bound()
         step.close()
 
 
-async def test_a_factory_that_fails_is_retried_on_the_next_batch() -> None:
+async def test_retriable_failures_are_retried_and_the_rest_cost_the_batch() -> None:
     metrics, opened = WorkerMetrics(), []
 
     def factory() -> TrendTracker:
-        if not opened:
+        if not opened:  # Redis not there yet: retried after a short wait
             opened.append(None)
             raise TrendsUnavailableError("not yet")
         tracker = _RecordingTracker()
@@ -215,12 +215,18 @@ async def test_a_factory_that_fails_is_retried_on_the_next_batch() -> None:
     obs = Observation(post_id="p", author="a", created_at=WHEN.timestamp())
     step.submit([obs])
     assert step.flush()
-    step.submit([obs])
-    assert step.flush()
-    step.close()
     tracker = opened[-1]
     assert isinstance(tracker, _RecordingTracker) and [o.post_id for o in tracker.seen] == ["p"]
-    assert metrics.trends_errors._value.get() == 1
+    assert metrics.trends_errors._value.get() == 0
+
+    def broken(batch: Sequence[Observation]) -> None:
+        raise ValueError("a bug, not an outage")
+
+    tracker.observe = broken  # type: ignore[method-assign]
+    step.submit([obs, obs])
+    assert step.flush()
+    step.close()
+    assert metrics.trends_errors._value.get() == 1 and metrics.trends_lost._value.get() == 2
 
 
 async def test_normalize_hands_reposts_to_the_tracker_as_attention_for_the_original() -> None:
