@@ -88,23 +88,40 @@ function startStats() {
 
 // ------------------------------------------------------------------ trends (optional)
 
+const TRENDS_REFRESH_MS = 10000;
+let trendsTimer = null;
+
 async function loadTrends() {
-  const r = await fetch("/v1/trends");
+  const r = await fetch("/v1/trends?limit=20");
   if (!r.ok) { $("#trends").hidden = true; return; }
   const body = await r.json();
   const items = body.trends || body.hashtags || body.items || [];
   const clusters = body.clusters || [];
-  $("#trend-list").replaceChildren(...[...items, ...clusters].slice(0, 20).map((t) => {
-    const label = t.tag || t.hashtag || t.label || t.name || t.id || "?";
-    const series = t.series || t.counts || t.sparkline || [];
-    const li = el("li", {}, el("span", { text: `#${label}` }), sparkline(series.map(Number), 100, 18),
-      el("span", { class: "muted", text: t.score != null ? Number(t.score).toFixed(2) : "" }));
-    li.addEventListener("click", () => {
-      $("#q").value = String(label);
-      runSearch(t.id != null ? { trend: String(t.id) } : {});
-    });
-    return li;
-  }));
+  const shown = [...items, ...clusters].slice(0, 20);
+  if (!shown.length) {
+    $("#trend-list").replaceChildren(el("li", { class: "muted", text: "nothing bursting right now" }));
+  } else {
+    $("#trend-list").replaceChildren(...shown.map((t) => {
+      const label = t.tag || t.hashtag || t.label || t.name || t.id || "?";
+      const series = t.series || t.counts || t.sparkline || [];
+      const name = t.kind === "cluster" ? String(label) : `#${label}`;
+      const li = el("li", { class: "trend" }, el("span", { text: name }),
+        sparkline(series.map(Number), 100, 18),
+        el("span", { class: "muted", text: t.score != null ? Number(t.score).toFixed(2) : "" }));
+      if (t.rate != null && t.baseline != null) {
+        li.title = `${t.kind || "trend"}: ${t.rate} authors this window vs ${Number(t.baseline).toFixed(1)} usual`;
+      }
+      li.addEventListener("click", () => {
+        $("#q").value = String(label);
+        runSearch(t.id != null ? { trend: String(t.id) } : {});
+      });
+      return li;
+    }));
+  }
+  // Trends move by the window: refresh while the panel is shown.
+  if (trendsTimer === null) {
+    trendsTimer = setInterval(() => { if (!$("#trends").hidden) loadTrends(); }, TRENDS_REFRESH_MS);
+  }
 }
 
 // ------------------------------------------------------------------ search

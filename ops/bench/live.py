@@ -127,6 +127,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "CROSSFEED_MODELS_DIR": str(settings.models_dir),
         "CROSSFEED_MODEL_VERSION": settings.encoder.model_version,
         "CROSSFEED_DEVICE": settings.encoder.device,
+        "CROSSFEED_WORKER_METRICS_PORT": str(st.metrics_port),
         "CROSSFEED_TRENDS": "1" if settings.trends.enabled else "0",
         "CROSSFEED_TRENDS_WINDOW_S": str(settings.trends.window_s),
     }

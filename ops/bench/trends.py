@@ -28,13 +28,49 @@ MODES = ("off", "on")
 TARGET_OVERHEAD = 0.05
 
 
-def with_trends(settings: Settings, enabled: bool) -> Settings:
-    """A copy of ``settings`` whose worker runs the trends step or not."""
+def with_trends(settings: Settings, enabled: bool, metrics_port: int | None = None) -> Settings:
+    """A copy of ``settings`` whose worker runs the trends step or not (and serves its
+    metrics on ``metrics_port``, when given)."""
     import copy
 
     s = copy.copy(settings)
     s.trends = settings.trends.model_copy(update={"enabled": enabled})
+    if metrics_port is not None:
+        s.stream = settings.stream.model_copy(update={"metrics_port": metrics_port})
     return s
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def step_metrics(port: int) -> dict[str, float]:
+    """The worker's trends-step counters, from its ``/metrics`` ({} when unreachable)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0).text
+    except httpx.HTTPError as exc:
+        log.warning("cannot read the worker's metrics: %s", exc)
+        return {}
+    wanted = {
+        "crossfeed_trends_observed_total": "observed",
+        "crossfeed_trends_errors_total": "errors",
+        "crossfeed_trends_dropped_total": "dropped",
+        "crossfeed_trends_batch_seconds_sum": "busy_s",
+        "crossfeed_trends_batch_seconds_count": "calls",
+    }
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in wanted:
+                out[wanted[sample.name]] = float(sample.value)
+    return out
 
 
 def trend_keys(settings: Settings) -> int:
@@ -71,8 +107,11 @@ def run_trends_overhead(
     for n in range(rounds):
         for mode in MODES:
             names = BenchNames.new()
+            port = _free_port()
             settings = with_trends(
-                bench_settings(base, names, corpus.media_roots), enabled=mode == "on"
+                bench_settings(base, names, corpus.media_roots),
+                enabled=mode == "on",
+                metrics_port=port,
             )
             log.info("ingest round %d/%d with the trends step %s", n + 1, rounds, mode)
             with live_pipeline(settings, names, out / f"ingest-trends-{mode}-{n}.log") as live:
@@ -80,6 +119,12 @@ def run_trends_overhead(
                     live, corpus.posts, freshness_samples=freshness_samples, progress=progress
                 )
                 result["trend_keys"] = trend_keys(settings)
+                if mode == "on":
+                    step = step_metrics(port)
+                    seconds = result["overall"]["seconds"]
+                    if step.get("busy_s") is not None and seconds:
+                        step["busy_share"] = step["busy_s"] / seconds
+                    result["step"] = step
             runs[mode].append(result)
     if not any(r["trend_keys"] for r in runs["on"]):
         raise BenchError("the trends step counted nothing in any run: see the worker logs")
@@ -125,16 +170,40 @@ def build_trends_report(results: dict[str, Any], **parameters: Any) -> BenchRepo
             c["on_vs_off"],
             "-" if over is None else f"{over * 100:+.1f} %",
         )
-    per_run = Table("Each run", ["mode", "round", "rows/s (all)", "tracker keys"])
+    per_run = Table(
+        "Each run",
+        [
+            "mode",
+            "round",
+            "rows/s (all)",
+            "tracker keys",
+            "observed",
+            "tracker busy (s)",
+            "busy / ingest time",
+        ],
+    )
     for mode in MODES:
         for n, r in enumerate(results["runs"][mode], start=1):
-            per_run.add(mode, n, r["overall"]["rows_per_s"], r.get("trend_keys", "-"))
+            step = r.get("step") or {}
+            share = step.get("busy_share")
+            per_run.add(
+                mode,
+                n,
+                r["overall"]["rows_per_s"],
+                r.get("trend_keys", "-"),
+                step.get("observed", "-"),
+                step.get("busy_s", "-"),
+                "-" if share is None else f"{share * 100:.1f} %",
+            )
     notes = [
         "Runs alternate off, on, off, on... each with a fresh worker process, topics, "
         "collection and Redis prefix; phases as in `crossfeed bench ingest`.",
         f"Target: the trends step costs at most {TARGET_OVERHEAD:.0%} of ingest throughput "
         "(overhead = 1 - on/off; negative values are run-to-run noise).",
         "'tracker keys': Redis keys the tracker wrote in that run (0 with the step off).",
+        "'tracker busy': time the step's thread spent in tracker calls (the worker's "
+        "crossfeed_trends_batch_seconds); over the phases' ingest time it bounds what the "
+        "step can take from the stream, free of run-to-run noise.",
     ]
     return BenchReport(
         name="ingest-trends",

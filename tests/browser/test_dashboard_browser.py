@@ -1,6 +1,7 @@
 """The dashboard in a real browser against a real pipeline (broker, worker, Milvus, Redis).
 
-Loads the page with no console errors, runs a text search and sees thumbnails, creates
+Loads the page with no console errors, sees a burst in the trends panel and searches inside
+it with a click, runs a text search and sees thumbnails, creates
 a standing query from the search box, produces a matching post through Kafka and sees
 it appear in the page within 5 s. With ``CROSSFEED_SCREENSHOT=<path>`` it also saves a
 screenshot of the page at the end (``make screenshot`` writes docs/dashboard.png).
@@ -58,6 +59,12 @@ def test_dashboard_search_watch_and_live_match(
     for i, image in enumerate(images):
         text, tags = TOPICS[i % len(TOPICS)]
         posts.append(dep.post(f"p{i}", f"{text} #{tags[0]} ({i})", image, tags=tags))
+    # A burst: eight accounts on one new tag (one account alone would be no trend).
+    parade = [
+        dep.post(f"parade{i}", f"drums and costumes downtown {i} #StreetParade", author=f"@fan{i}")
+        for i in range(8)
+    ]
+    posts += parade
     dep.produce([*posts, b'{"id": "broken", "text": '])  # and one dead letter
     last = posts[-1]
     _wait(
@@ -71,7 +78,28 @@ def test_dashboard_search_watch_and_live_match(
     driver = browser
     driver.get(f"{dep.url}/")
     _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#stage-rows tr"), 15, "health panel")
-    assert driver.find_element(By.ID, "trends").get_attribute("hidden") is not None
+    # Trends: the burst is listed (the panel refreshes itself); a click searches inside it.
+    trend = "#trend-list li.trend"
+    _wait(
+        lambda: any(
+            "street parade" in li.text for li in driver.find_elements(By.CSS_SELECTOR, trend)
+        ),
+        25,
+        "the burst in the trends panel",
+        poll=0.5,
+    )
+    assert driver.find_element(By.ID, "trends").get_attribute("hidden") is None
+    item = next(
+        li for li in driver.find_elements(By.CSS_SELECTOR, trend) if "street parade" in li.text
+    )
+    item.click()
+    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#results .card"), 10, "trend results")
+    shown = {
+        c.get_attribute("data-post")
+        for c in driver.find_elements(By.CSS_SELECTOR, "#results .card")
+    }
+    assert shown and shown <= {p["id"] for p in parade}, shown
+    driver.find_element(By.ID, "q").clear()
 
     # A text search shows a grid of thumbnails that really loaded.
     driver.find_element(By.ID, "q").send_keys("cute cat sleeping")
