@@ -182,7 +182,7 @@ def create_app(
                 cursors=codec,
                 live=services,
                 collections=CollectionsCache(_collection_lister(settings, idx, owned_index)),
-                route_paths=frozenset(getattr(r, "path", "") for r in app.routes),
+                route_paths=_served_paths(app),
                 trends=trend_service,
             )
             app.state.crossfeed = state
@@ -226,6 +226,29 @@ def create_app(
     app.middleware("http")(_count_requests)
     app.openapi = lambda: _openapi(app, settings.api.max_top_k)  # type: ignore[method-assign]
     return app
+
+
+def _served_paths(app: FastAPI) -> frozenset[str]:
+    """The paths of the app's own routes, plus each optional feature's path when a GET of it
+    would be routed (routers included with ``include_router`` are matched, not listed:
+    this FastAPI keeps them as one wrapper route each, without a ``path``)."""
+    from starlette.routing import Match
+
+    from crossfeed.api.stats import OPTIONAL_FEATURES
+
+    paths = {str(getattr(r, "path", "")) for r in app.routes}
+    for path in OPTIONAL_FEATURES.values():
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": path,
+            "root_path": "",
+            "query_string": b"",
+            "headers": [],
+        }
+        if any(r.matches(scope)[0] == Match.FULL for r in app.routes):
+            paths.add(path)
+    return frozenset(paths)
 
 
 def _access(settings: Settings, keys: KeyStore | None, rate_limits: RateLimits | None) -> Access:

@@ -17,7 +17,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from crossfeed.api.deps import LiveDep, StateDep
+from crossfeed.api.deps import LiveDep, SettingsDep, StateDep
 from crossfeed.api.exceptions import NotFoundError
 from crossfeed.api.models import ERRORS, MAX_TREND_ID_CHARS, TREND_ID_PATTERN
 from crossfeed.api.trend_models import (
@@ -56,6 +56,7 @@ WindowParam = Annotated[
 async def list_trends(
     trends: TrendsDep,
     live: LiveDep,
+    settings: SettingsDep,
     kind: Annotated[TrendKindFilter, Query(description="hashtag, cluster or all")] = "all",
     limit: Annotated[int, Query(ge=1, le=MAX_TREND_LIMIT)] = 20,
     window: WindowParam = None,
@@ -65,7 +66,7 @@ async def list_trends(
     for a sparkline, when it was first flagged, and a few sample posts."""
     started = time.perf_counter()
     views = await trends.current(kind, limit)
-    window_s = views[0].window_s if views else 0.0
+    window_s = views[0].window_s if views else settings.trends.window_s
     return TrendsResponse(
         trends=[trend_from_view(v, windows=window) for v in views],
         kind=kind,

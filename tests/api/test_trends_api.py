@@ -118,6 +118,8 @@ def test_lists_trends_highest_score_first_with_everything_a_panel_needs(
     assert cats.first_detected == datetime.fromtimestamp(NOW - 60, tz=UTC)
     assert cats.samples[0].id == "cats1" and cats.samples[0].media_ref
     assert body.freshness is not None and body.kind == "all"
+    # /v1/stats names the feature, so the dashboard shows its trends panel.
+    assert trends_client.get("/v1/stats").json()["features"] == ["trends"]
 
 
 def test_kind_limit_and_window_narrow_the_listing(trends_client: TestClient) -> None:

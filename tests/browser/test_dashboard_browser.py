@@ -78,16 +78,27 @@ def test_dashboard_search_watch_and_live_match(
     driver = browser
     driver.get(f"{dep.url}/")
     _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#stage-rows tr"), 15, "health panel")
+
     # Trends: the burst is listed (the panel refreshes itself); a click searches inside it.
+    def burst_listed() -> bool:
+        r = httpx.get(f"{dep.url}/v1/trends", timeout=10)
+        assert r.status_code == 200, r.text
+        return "h:street parade" in [t["id"] for t in r.json()["trends"]]
+
+    _wait(burst_listed, 30, "the burst in /v1/trends", poll=0.5)
     trend = "#trend-list li.trend"
-    _wait(
-        lambda: any(
-            "street parade" in li.text for li in driver.find_elements(By.CSS_SELECTOR, trend)
-        ),
-        25,
-        "the burst in the trends panel",
-        poll=0.5,
-    )
+    try:
+        _wait(
+            lambda: any(
+                "street parade" in li.text for li in driver.find_elements(By.CSS_SELECTOR, trend)
+            ),
+            15,  # the panel refreshes every 10 s
+            "the burst in the trends panel",
+            poll=0.5,
+        )
+    except AssertionError as exc:
+        panel = driver.find_element(By.ID, "trends").get_attribute("outerHTML")
+        raise AssertionError(f"{exc}\npanel: {panel}\nconsole: {_console_errors(driver)}") from exc
     assert driver.find_element(By.ID, "trends").get_attribute("hidden") is None
     item = next(
         li for li in driver.find_elements(By.CSS_SELECTOR, trend) if "street parade" in li.text
