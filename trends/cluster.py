@@ -5,8 +5,8 @@ centroid when the cosine is at least ``threshold`` (the centroid moves toward it
 weight grows by one), else it starts a new cluster. Weights decay with event time (half
 life ``half_life_windows``), and at ``max_clusters`` the lightest cluster is replaced, so
 memory is bounded and the space follows what is being posted. The same vectors in the
-same order give the same clusters: ties go to the lower id and ids are sequential from a
-seed-derived start, so a seed reproduces a run exactly.
+same order give the same clusters (ids are sequential from a seed-derived start, ties go
+to the first row), so a seed reproduces a run exactly.
 
 Several workers share one codebook through the tracker's store (Redis): a worker holds
 the store's lock while it assigns a batch and writes back the clusters it changed, so
@@ -60,67 +60,85 @@ class OnlineClusterer:
         self.codebook = codebook if codebook is not None else Codebook()
         self._ids: list[int] = []
         self._matrix = np.zeros((0, 0), dtype=np.float32)
-        self._dirty_matrix = True
+        self._weight = np.zeros(0, dtype=np.float64)
+        self._window = np.zeros(0, dtype=np.int64)
+        self._dirty = True
         self._loaded: tuple[int, int] | None = None
 
     def load(self, codebook: Codebook) -> None:
-        """Work on ``codebook`` (the store's copy); rebuild the matrix only if it moved."""
+        """Work on ``codebook`` (the store's copy); rebuild the arrays only if it moved."""
         key = (id(codebook), codebook.version)
         if codebook is not self.codebook or key != self._loaded:
-            self._dirty_matrix = True
+            self._dirty = True
         self.codebook = codebook
         self._loaded = key
 
-    def _decayed(self, c: Cluster, window: int) -> float:
-        dt = max(0, window - c.window)
-        return c.weight * 0.5 ** (dt / self.params.half_life_windows)
-
     def _rebuild(self) -> None:
-        self._ids = sorted(self.codebook.clusters)
+        clusters = self.codebook.clusters
+        self._ids = sorted(clusters)
         if self._ids:
-            self._matrix = np.stack([self.codebook.clusters[i].centroid for i in self._ids])
+            self._matrix = np.stack([clusters[i].centroid for i in self._ids])
         else:
             self._matrix = np.zeros((0, 0), dtype=np.float32)
-        self._dirty_matrix = False
+        self._weight = np.array([clusters[i].weight for i in self._ids], dtype=np.float64)
+        self._window = np.array([clusters[i].window for i in self._ids], dtype=np.int64)
+        self._dirty = False
+
+    def _decay(self, dt: np.ndarray | int) -> np.ndarray | float:
+        return 0.5 ** (np.maximum(dt, 0) / self.params.half_life_windows)
+
+    def _put(self, row: int, cluster: Cluster) -> None:
+        self._matrix[row] = cluster.centroid
+        self._weight[row] = cluster.weight
+        self._window[row] = cluster.window
 
     def assign(self, vector: np.ndarray, window: int) -> int:
         """The cluster id of ``vector`` (updating the codebook)."""
         x = _unit(vector)
-        if self._dirty_matrix:
+        if self._dirty:
             self._rebuild()
-        best, row = -1, -1
+        book = self.codebook
         if self._ids:
             if self._matrix.shape[1] != x.shape[0]:
                 raise ValueError(
                     f"vector of dimension {x.shape[0]}, clusters of {self._matrix.shape[1]}"
                 )
             sims = self._matrix @ x
-            j = int(np.argmax(sims))  # first maximum: the lowest id wins ties
-            if float(sims[j]) >= self.params.threshold:
-                best, row = self._ids[j], j
-        if best >= 0:
-            c = self.codebook.clusters[best]
-            w = self._decayed(c, window)
-            c.centroid = _unit(c.centroid * w + x)
-            c.weight = w + 1.0
-            c.window = max(c.window, window)
-            self._matrix[row] = c.centroid
-            self.codebook.changed.add(best)
-            return best
-        if len(self.codebook.clusters) >= self.params.max_clusters:
-            victim = min(
-                self.codebook.clusters.values(), key=lambda c: (self._decayed(c, window), c.id)
-            )
-            del self.codebook.clusters[victim.id]
-            self.codebook.changed.discard(victim.id)
-            self.codebook.removed.add(victim.id)
-        if not self.codebook.clusters and self.codebook.next_id == 0:
-            self.codebook.next_id = (self.params.seed % 1000) * 1_000_000
-        cid = self.codebook.next_id
-        self.codebook.next_id += 1
-        self.codebook.clusters[cid] = Cluster(cid, x, 1.0, window)
-        self.codebook.changed.add(cid)
-        self._dirty_matrix = True
+            row = int(np.argmax(sims))  # the first maximum: ties go to the first row
+            if float(sims[row]) >= self.params.threshold:
+                cid = self._ids[row]
+                c = book.clusters[cid]
+                w = c.weight * float(self._decay(window - c.window))
+                c.centroid = _unit(c.centroid * w + x)
+                c.weight = w + 1.0
+                c.window = max(c.window, window)
+                self._put(row, c)
+                book.changed.add(cid)
+                return cid
+        if not book.clusters and book.next_id == 0:
+            book.next_id = (self.params.seed % 1000) * 1_000_000
+        cid = book.next_id
+        book.next_id += 1
+        new = Cluster(cid, x, 1.0, window)
+        book.clusters[cid] = new
+        book.changed.add(cid)
+        if len(self._ids) >= self.params.max_clusters:
+            # replace the lightest cluster (decayed weight), in place
+            decayed = self._weight * self._decay(window - self._window)
+            row = int(np.argmin(decayed))
+            victim = self._ids[row]
+            del book.clusters[victim]
+            book.changed.discard(victim)
+            book.removed.add(victim)
+            self._ids[row] = cid
+            self._put(row, new)
+        elif self._ids:
+            self._ids.append(cid)
+            self._matrix = np.vstack([self._matrix, x[None, :]])
+            self._weight = np.append(self._weight, 1.0)
+            self._window = np.append(self._window, window)
+        else:
+            self._rebuild()
         return cid
 
 

@@ -6,9 +6,12 @@ prior ``prior_rate`` with the weight of ``prior_windows`` windows, so it has a f
 score, and an item seen for an hour has its own rate. The spread is the larger of the
 Poisson spread and the item's own (shrunk) variance, so bursty tags need more to flag.
 
-``score = (x - rate) / sqrt(spread + 1)``; an item is bursting when ``score >= z``,
-``x >= min_authors`` and ``x >= ratio * rate``. The ``+ 1`` keeps one or two authors on
-a quiet item from scoring high.
+``z(s) = (sum of the last s windows - s * rate) / sqrt(s * spread + 1)`` for spans
+``s = 1 .. span`` (the baseline from the windows before the span); the score is the
+largest. A burst over two windows is told from noise far sooner than one window can
+(Poisson noise grows as the square root). An item is bursting when ``score >= z``, the
+current window has ``x >= min_authors`` and ``x >= ratio * rate``. The ``+ 1`` keeps one
+or two authors on a quiet item from scoring high.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class BurstParams:
     ratio: float = 2.5
     prior_rate: float = 0.5
     prior_windows: float = 10.0
+    span: int = 2
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,15 @@ def baseline(history: Sequence[int], params: BurstParams) -> tuple[float, float]
 
 
 def burst(current: int, history: Sequence[int], params: BurstParams) -> Burst:
+    """The burst of the window counted ``current`` after windows counted ``history``."""
     rate, spread = baseline(history, params)
     score = (current - rate) / math.sqrt(spread + 1.0)
+    series = [*history, current]
+    for s in range(2, params.span + 1):
+        if len(series) <= s:
+            break
+        r, v = baseline(series[:-s], params)
+        score = max(score, (sum(series[-s:]) - s * r) / math.sqrt(s * v + 1.0))
     bursting = (
         score >= params.z and current >= params.min_authors and current >= params.ratio * rate
     )

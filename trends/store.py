@@ -148,8 +148,10 @@ class MemoryStore(TrendStore):
                 del self._detected[k]
 
     def counts(self, windows: Sequence[int]) -> list[dict[str, int]]:
+        """The store's own mappings (no copies: the eval reads thousands); do not mutate."""
+        empty: dict[str, int] = {}
         with self._lock:
-            return [dict(self._counts.get(w, {})) for w in windows]
+            return [self._counts.get(w, empty) for w in windows]
 
     def members(self, item: str, windows: Sequence[int], limit: int) -> list[str]:
         out: list[str] = []

@@ -40,29 +40,15 @@ from crossfeed.trends.store import BACKGROUND, Entry, MemoryStore, TrendStore
 if TYPE_CHECKING:
     from crossfeed.core.settings import Settings
 
+# Generic tags never trend as hashtags (normalized forms: "instagood" -> "insta good").
 STOP_TAGS = frozenset(
-    [
-        "fyp",
-        "foryou",
-        "foryoupage",
-        "instagood",
-        "photooftheday",
-        "nofilter",
-        "viral",
-        "trending",
-        "explore",
-        "follow",
-        "followme",
-        "like4like",
-        "likeforlike",
-        "tbt",
-        "love",
-        "mood",
-        "vibes",
-        "art",
-        "weekend",
-    ]
-)
+    (
+        "fyp", "for you", "for you page", "insta good", "insta daily", "photo of the day",
+        "pic of the day", "no filter", "viral", "trending", "explore", "follow", "follow me",
+        "follow 4 follow", "like 4 like", "like for like", "tbt", "love", "mood", "vibes", "art",
+        "weekend", "blessed",
+    )
+)  # fmt: skip
 LABEL_WINDOWS = 3  # a cluster's label: its terms over the last windows...
 BACKGROUND_WINDOWS = 15  # ...against everyone's over these
 
