@@ -17,9 +17,10 @@ Erasing a post that was never indexed (or is still on its way) is allowed and ke
 from __future__ import annotations
 
 import logging
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, HTTPException, Path
 
 from crossfeed.api.deps import CallerDep, LiveDep, StateDep
 from crossfeed.api.exceptions import ApiError
@@ -29,6 +30,10 @@ from crossfeed.core.schema import MAX_ID_CHARS
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1")
+
+# `/v1/posts/{id}/media/{item}` is a post's thumbnail (GET only), not a post whose id ends
+# in "/media/<n>": the GET routes read it so, and DELETE must not erase such a "post".
+_MEDIA_PATH = re.compile(r".+/media/\d+")
 
 
 class ErasureUnavailableError(ApiError):
@@ -45,6 +50,8 @@ async def erase_post(
     """Erase a post: its rows in every collection, cached results, its thumbnails, its
     repost claim; a tombstone keeps it out of later re-indexing. Idempotent. Answers once
     no query can find it."""
+    if _MEDIA_PATH.fullmatch(post_id):
+        raise HTTPException(405, "a post's media cannot be deleted alone", {"Allow": "GET"})
     if state.eraser is None or state.tombstones is None:
         raise ErasureUnavailableError("erasure is not configured in this API process")
     await state.tombstones.send(post_id)

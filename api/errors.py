@@ -92,7 +92,7 @@ async def _crossfeed_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     headers = dict(getattr(exc, "headers", None) or {})
-    if exc.status_code == 405:
+    if exc.status_code == 405 and "Allow" not in headers:
         # Starlette names only the first route that matched the path; a resource served by
         # several routes (GET and POST /v1/subscriptions) allows all of their methods.
         headers["Allow"] = ", ".join(_allowed_methods(request))
