@@ -92,7 +92,7 @@ async def _crossfeed_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     headers = dict(getattr(exc, "headers", None) or {})
-    if exc.status_code == 405 and "Allow" not in headers:
+    if exc.status_code == 405:
         # Starlette names only the first route that matched the path; a resource served by
         # several routes (GET and POST /v1/subscriptions) allows all of their methods.
         headers["Allow"] = ", ".join(_allowed_methods(request))
@@ -104,13 +104,17 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _allowed_methods(request: Request) -> list[str]:
+    """The methods some route serves at this path. Asked per method: routes of included
+    routers (FastAPI wraps them) answer FULL only for a method they serve."""
     from starlette.routing import Match
 
     methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches({**request.scope, "method": "__any__"})
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.routes):
+            methods.add(method)
+    if "GET" in methods:
+        methods.add("HEAD")
     return sorted(methods)
 
 
