@@ -20,6 +20,7 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Path
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from crossfeed.api.deps import CallerDep, LiveDep, StateDep
 from crossfeed.api.exceptions import ApiError
@@ -31,11 +32,24 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
 
 
+class _PostIdConvertor(PathConvertor):
+    """A post id in a path (ids may hold "/"), except one ending in "/media/<n>": that path
+    is a post's thumbnail (GET only), so DELETE there is a 405, never the erasure of a
+    "post" named ``x/media/1``."""
+
+    regex = r"(?!.*/media/[0-9]+$).+"
+
+
+register_url_convertor("erasable_post_id", _PostIdConvertor())
+
+
 class ErasureUnavailableError(ApiError):
     status_code = 503
 
 
-@router.delete("/posts/{post_id:path}", response_model=ErasureResponse, responses=ERRORS)
+@router.delete(
+    "/posts/{post_id:erasable_post_id}", response_model=ErasureResponse, responses=ERRORS
+)
 async def erase_post(
     state: StateDep,
     live: LiveDep,

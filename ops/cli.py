@@ -30,6 +30,7 @@ _COMMAND_MODULES = (
     "crossfeed.ops.run.serve",  # worker, serve
     "crossfeed.ops.run.demo",  # demo
     "crossfeed.ops.query.cli",  # search, post, erase, trends
+    "crossfeed.ops.query.watch",  # watch
     "crossfeed.train.cli",  # train, eval
     "crossfeed.ops.bench.cli",  # bench
 )

@@ -24,7 +24,7 @@ from crossfeed.exceptions import CrossfeedError
 from crossfeed.ops.query.common import console_for_output, explain
 
 
-def _client_options(p: argparse.ArgumentParser) -> None:
+def client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=None, help="API address (default CROSSFEED_API_URL)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per request")
     p.add_argument("--json", action="store_true", help="the API's JSON instead of a table")
@@ -51,12 +51,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cursor", help="continue from a page's next_cursor")
     p.add_argument("--all", action="store_true", help="follow every page (see --limit)")
     p.add_argument("--limit", type=int, default=None, help="with --all: at most N results")
-    _client_options(p)
+    client_options(p)
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("post", help="show one indexed post (a readable view, or --json)")
     p.add_argument("post_id", metavar="ID")
-    _client_options(p)
+    client_options(p)
     p.set_defaults(func=_cmd_post)
 
     p = sub.add_parser(
@@ -66,7 +66,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "its repost claim; it stays out of later re-indexing. Exits 0 once it is gone.",
     )
     p.add_argument("post_id", metavar="ID")
-    _client_options(p)
+    client_options(p)
     p.set_defaults(func=_cmd_erase)
 
     from crossfeed.ops.query.trends import add_trends_command
@@ -74,7 +74,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_trends_command(sub)
 
 
-def _filters(args: argparse.Namespace) -> dict[str, Any]:
+def filters_from(args: argparse.Namespace) -> dict[str, Any]:
     filters: dict[str, Any] = {}
     for name, value in (
         ("tags", args.tag),
@@ -84,7 +84,7 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
         ("lang", args.lang),
         ("since", args.since),
         ("until", args.until),
-        ("trend", args.trend),
+        ("trend", getattr(args, "trend", None)),  # search only: watch has no --trend
     ):
         if value:
             filters[name] = value
@@ -102,7 +102,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     query: dict[str, Any] = {
         "image": args.image,
         "post_id": args.post,
-        "filters": _filters(args),
+        "filters": filters_from(args),
     }
     with Client(args.url, timeout=args.timeout) as client:
         try:

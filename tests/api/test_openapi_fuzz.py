@@ -22,8 +22,10 @@ from crossfeed.api.app import create_app
 from crossfeed.api.cache import MemorySearchCache
 from crossfeed.api.live import LiveServices
 from crossfeed.api.metrics import ApiMetrics
+from crossfeed.api.tombstones import MemoryTombstones
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.testing import HashingEmbedder
+from crossfeed.indexer.erasure import Eraser, MemoryErasureLedger, RemovedRows
 from crossfeed.indexer.memory import InMemoryIndex
 from crossfeed.trends.base import Observation, TrendKind, TrendTracker, TrendView
 
@@ -78,14 +80,24 @@ def _app() -> object:
     s = Settings()
     s.kafka.bootstrap = f"127.0.0.1:{_BROKER.getsockname()[1]}"  # a port that accepts
     s.api.retry_budget_s = 0.0
+    index = InMemoryIndex(dim=16)
+    cache = MemorySearchCache(prefix="fuzz", ttl_s=60)
     return create_app(
         s,
         embedder=HashingEmbedder(dim=16),
-        index=InMemoryIndex(dim=16),
-        cache=MemorySearchCache(prefix="fuzz", ttl_s=60),
+        index=index,
+        cache=cache,
         metrics=ApiMetrics(),
         live=LiveServices.memory(),  # subscriptions in process: no engine behind the fuzzer
         trends=_OneTrend(),
+        # Erasure over the same fakes: the stand-in broker above speaks no Kafka, so the
+        # default tombstone producer would wait out its timeout on every DELETE.
+        eraser=Eraser(
+            MemoryErasureLedger(),
+            lambda post_id: RemovedRows({"memory": index.delete_posts([post_id])}),
+            cache,
+        ),
+        tombstones=MemoryTombstones(),
     )
 
 
