@@ -41,6 +41,11 @@ def add_trends_eval(eval_sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--rate", type=float, default=None, help="background posts per minute")
     p.add_argument("--background-h", type=float, default=None, help="hours with nothing injected")
+    p.add_argument(
+        "--compare-clusterers",
+        action="store_true",
+        help="also time ours against River's stream clusterers on the corpus rows",
+    )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -93,6 +98,16 @@ def _cmd_trends(args: argparse.Namespace) -> int:
     state = settings.state.state_dir / "eval" / "trends"
     posts = _corpus_posts(state, args.corpus, progress)
     corpus = load_corpus(posts, state / "cache", load_embedder(settings, batch_size=64))
+    if args.compare_clusterers:
+        from crossfeed.train.trends_clusterers import compare_clusterers
+
+        n = len(corpus.items)
+        rows = compare_clusterers(corpus.vectors[:n], [it.top_category for it in corpus.items])
+        out_dir = args.out or state
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "clusterers.json").write_text(json.dumps(rows, indent=2) + "\n")
+        for row in rows:
+            print(json.dumps(row), file=sys.stderr)
     results: dict[int, dict[str, Any]] = {}
     for seed in seeds:
         opts = TrendsEvalOptions(

@@ -148,7 +148,7 @@ def score(flags: Flags, stream: Stream, window_s: float) -> dict[str, Any]:
         else:  # the spammer's trend: at least half its distinct authors are the spammer
             for w in range(ow, end_w + 2):
                 for members in flags.get(w, {}).values():
-                    authors = {author[p]: label.get(p, -1) for p in members}
+                    authors = {author.get(p, p): label.get(p, -1) for p in members}
                     got = sum(1 for k in authors.values() if k == b.index)
                     if got and got / len(authors) >= 0.5:
                         hit = w

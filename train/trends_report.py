@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from crossfeed.train.trends_data import Stream
-    from crossfeed.train.trends_eval import Replay
+
+Replay = Any  # crossfeed.train.trends_eval.Replay (which imports this module)
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +163,9 @@ def draw(path: Path, bursts: list[dict[str, Any]], rep: Replay, stream: Stream, 
         )
         ax.set_ylabel("per window")
     axes[-1, 0].set_xlabel("windows from onset (shaded: the injected burst)")
-    axes[0, 0].legend(fontsize=7, loc="upper left", ncol=4)
-    fig.tight_layout()
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=8, loc="lower center", ncol=4)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
