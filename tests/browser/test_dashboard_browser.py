@@ -59,10 +59,11 @@ def test_dashboard_search_watch_and_live_match(
     for i, image in enumerate(images):
         text, tags = TOPICS[i % len(TOPICS)]
         posts.append(dep.post(f"p{i}", f"{text} #{tags[0]} ({i})", image, tags=tags))
-    # A burst: eight accounts on one new tag (one account alone would be no trend).
+    # A burst: 14 accounts on one new tag (one account alone would be no trend; a new tag in
+    # one window must clear the detector's single-window bar, 11 authors now).
     parade = [
         dep.post(f"parade{i}", f"drums and costumes downtown {i} #StreetParade", author=f"@fan{i}")
-        for i in range(8)
+        for i in range(14)
     ]
     posts += parade
     dep.produce([*posts, b'{"id": "broken", "text": '])  # and one dead letter
