@@ -17,6 +17,7 @@ Erasing a post that was never indexed (or is still on its way) is allowed and ke
 from __future__ import annotations
 
 import logging
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Path
@@ -35,7 +36,26 @@ class ErasureUnavailableError(ApiError):
     status_code = 503
 
 
-@router.delete("/posts/{post_id:path}", response_model=ErasureResponse, responses=ERRORS)
+class MediaNotErasableError(ApiError):
+    """``DELETE /v1/posts/{id}/media/{item}``: a thumbnail is served there (GET), and a
+    media item is not erased alone (erase its post)."""
+
+    status_code = 405
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers["Allow"] = "GET"
+
+
+# What GET /v1/posts/{id}/media/{item} answers (api/media.py, matched before posts).
+_MEDIA_PATH = re.compile(r".+/media/[^/]+")
+
+
+@router.delete(
+    "/posts/{post_id:path}",
+    response_model=ErasureResponse,
+    responses={**ERRORS, 405: ERRORS[404]},
+)
 async def erase_post(
     state: StateDep,
     live: LiveDep,
@@ -45,6 +65,8 @@ async def erase_post(
     """Erase a post: its rows in every collection, cached results, its thumbnails, its
     repost claim; a tombstone keeps it out of later re-indexing. Idempotent. Answers once
     no query can find it."""
+    if _MEDIA_PATH.fullmatch(post_id):
+        raise MediaNotErasableError("a media item's thumbnail cannot be deleted: erase its post")
     if state.eraser is None or state.tombstones is None:
         raise ErasureUnavailableError("erasure is not configured in this API process")
     await state.tombstones.send(post_id)

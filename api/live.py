@@ -164,9 +164,10 @@ class LiveServices:
             return Activity(window_s, {}, {}, [])
         return await read_activity(self.redis, self.prefix, window_s=window_s)
 
-    async def freshness(self) -> Freshness:
-        """The freshness object every search (and stats) answer carries."""
-        index = await self.index_freshness()
+    async def freshness(self, *, read_index: bool = True) -> Freshness:
+        """The freshness object every search (and stats) answer carries (``read_index``
+        False: without the index workers' record, which lives in Redis)."""
+        index = await self.index_freshness() if read_index else IndexFreshness()
         lags, at = self.lag.snapshot()
         return Freshness(
             indexed_through=_dt(index.indexed_through_ms),

@@ -304,6 +304,11 @@ class SearchResponse(BaseModel):
     freshness: Freshness | None = Field(
         default=None, description="the index's freshness when this answer was given"
     )
+    degraded: list[str] = Field(
+        default_factory=list,
+        description="parts that were away when this answer was given: 'cache' (Redis is "
+        "unreachable: the answer comes from the index, uncached)",
+    )
 
 
 class PostItem(BaseModel):

@@ -163,7 +163,8 @@ async def search(
     _check_top_k(query.top_k, settings.api.max_top_k)
     ctx = search_context(state, embedder, index, thumbnails=live.thumbnails)
     response = await run_search(ctx, query)
-    response.freshness = await live.freshness()
+    # Redis away (the answer is marked degraded): the index's freshness is not read.
+    response.freshness = await live.freshness(read_index=not response.degraded)
     return response
 
 

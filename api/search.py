@@ -182,6 +182,10 @@ async def run_search(ctx: SearchContext, query: Query) -> SearchResponse:
     version = ctx.embedder.version
     state = await ctx.cache.epoch_state()
     epoch, fence = state if state is not None else (None, None)
+    # Redis away: no cache read or write (an entry from before the outage may miss posts
+    # indexed during it), no thumbnails, and the answer says so.
+    degraded = ["cache"] if ctx.cache.degraded else []
+    ctx.metrics.degraded.labels(what="cache").set(1.0 if degraded else 0.0)
     # An image is hashed off the event loop: an upload may be up to 10 MiB.
     identity = (
         await anyio.to_thread.run_sync(query.identity)
@@ -250,7 +254,7 @@ async def run_search(ctx: SearchContext, query: Query) -> SearchResponse:
             fingerprint,
         )
     results = [_to_result(h) for h in shown]
-    if ctx.thumbnails is not None:
+    if ctx.thumbnails is not None and not degraded:
         await attach_thumbnails(ctx.thumbnails, results)
     response = SearchResponse(
         results=results,
@@ -261,9 +265,12 @@ async def run_search(ctx: SearchContext, query: Query) -> SearchResponse:
         top_k=query.top_k,
         took_ms=0.0,
         next_cursor=next_cursor,
+        degraded=degraded,
     )
-    if key is not None:
-        payload = response.model_dump(mode="json", exclude={"cached", "took_ms", "freshness"})
+    if key is not None and not degraded:
+        payload = response.model_dump(
+            mode="json", exclude={"cached", "took_ms", "freshness", "degraded"}
+        )
         await ctx.cache.set(key, payload)
     elapsed = time.perf_counter() - started
     ctx.metrics.search_seconds.labels(cached="false").observe(elapsed)

@@ -69,6 +69,12 @@ class RedisSettings(_Base):
     url: SecretStr = Field(default=SecretStr("redis://127.0.0.1:6379/0"), alias="REDIS_URL")
     cache_ttl_s: int = Field(default=300, alias="CROSSFEED_CACHE_TTL")
     key_prefix: str = Field(default="crossfeed", alias="CROSSFEED_REDIS_PREFIX")
+    # The circuit breaker around Redis (core/breaker.py): open after this many failures in a
+    # row, then one trial call every breaker_reset_s seconds until Redis answers again.
+    breaker_failures: int = Field(default=2, ge=1, le=100, alias="CROSSFEED_REDIS_BREAKER_FAILURES")
+    breaker_reset_s: float = Field(
+        default=5.0, gt=0, le=300, alias="CROSSFEED_REDIS_BREAKER_RESET_S"
+    )
 
 
 class ApiSettings(_Base):
@@ -233,6 +239,9 @@ class LiveSettings(_Base):
     thumb_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, alias="CROSSFEED_THUMB_TTL")
     # The API re-reads per-stage consumer lag from the broker this often (0 = never).
     lag_refresh_s: float = Field(default=10.0, ge=0, alias="CROSSFEED_LAG_REFRESH_S")
+    # Standing-query matches an index worker holds in memory while Redis is away (written
+    # when it is back); beyond this many, new matches are dropped and counted.
+    match_buffer: int = Field(default=10_000, ge=0, alias="CROSSFEED_MATCH_BUFFER")
 
 
 class Settings:
