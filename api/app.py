@@ -36,7 +36,7 @@ from crossfeed.api.tombstones import KafkaTombstones, Tombstones
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.exceptions import ConfigError, CrossfeedError
-from crossfeed.indexer.base import VectorIndex
+from crossfeed.indexer.base import IndexRow, VectorIndex
 from crossfeed.indexer.erasure import Eraser, default_eraser
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,17 @@ def _collection_lister(
     return lambda: [(settings.milvus.collection, index.count(), True)]
 
 
+def _elsewhere(
+    settings: Settings, owned: VectorIndex | None
+) -> Callable[[str], list[IndexRow]] | None:
+    if owned is None:
+        return None
+    from crossfeed.indexer.collections import find_post_elsewhere
+
+    milvus = settings.milvus
+    return lambda post_id: find_post_elsewhere(milvus, post_id)
+
+
 async def _warm_index(state: AppState) -> None:
     """Make the index ready now if the engine answers; otherwise on first use."""
     try:
@@ -117,6 +128,7 @@ def create_app(
     live: LiveServices | None = None,
     eraser: Eraser | None = None,
     tombstones: Tombstones | None = None,
+    elsewhere: Callable[[str], list[IndexRow]] | None = None,
 ) -> FastAPI:
     """The crossfeed query API; pass any of the collaborators to replace the real ones.
 
@@ -124,6 +136,8 @@ def create_app(
     and ``rate_limits`` to Redis-backed limits of ``CROSSFEED_RATE_LIMIT``. ``live``:
     subscriptions, thumbnails, freshness and activity (default: on Redis). ``eraser`` and
     ``tombstones`` serve ``DELETE /v1/posts/{id}`` (default: the configured engines).
+    ``elsewhere``: a post's rows in other model versions' collections (default: Milvus,
+    when the app built its own index).
     """
     access = _access(settings, keys, rate_limits)
     codec = _cursor_codec(settings)  # a bad secret stops here, before anything starts
@@ -161,6 +175,7 @@ def create_app(
                 live=services,
                 collections=CollectionsCache(_collection_lister(settings, idx, owned_index)),
                 route_paths=frozenset(getattr(r, "path", "") for r in app.routes),
+                elsewhere=elsewhere or _elsewhere(settings, owned_index),
             )
             app.state.crossfeed = state
             await _warm_index(state)

@@ -331,6 +331,11 @@ class PostResponse(BaseModel):
     lang: str | None
     created_at: datetime
     items: list[PostItem]
+    duplicate_of: str | None = Field(
+        default=None,
+        description="set when the post asked for is a repost: the id of the original it "
+        "repeats, whose stored fields this answer carries (a repost is not indexed itself)",
+    )
 
 
 class TagScore(BaseModel):
