@@ -141,4 +141,5 @@ def search_context(
         max_depth=api.max_search_depth,
         retry_budget_s=api.retry_budget_s,
         thumbnails=thumbnails,
+        original_of=state.live.original_of if state.live is not None else None,
     )

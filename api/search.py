@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -94,6 +95,9 @@ class SearchContext:
     retry_budget_s: float = 0.0
     max_media_frames: int = DEFAULT_MAX_MEDIA_FRAMES
     thumbnails: ThumbnailReader | None = None
+    # A repost's original (it has no vectors of its own): a post-id query of a repost
+    # searches with the original's vector.
+    original_of: Callable[[str], Awaitable[str | None]] | None = None
 
 
 def thumbnail_url(post_id: str, item: int, moment: int | None) -> str:
@@ -171,6 +175,10 @@ async def query_vector(ctx: SearchContext, query: Query) -> list[float]:
         return _first_vector(out)
     assert query.post_id is not None
     rows = await engine_call(ctx.retry_budget_s, ctx.index.get_post, query.post_id)
+    if not rows and ctx.original_of is not None:
+        original = await ctx.original_of(query.post_id)
+        if original is not None:
+            rows = await engine_call(ctx.retry_budget_s, ctx.index.get_post, original)
     return list(query_row_for_post(rows, query.post_id, embedder.version).vector)
 
 

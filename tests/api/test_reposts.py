@@ -83,6 +83,13 @@ def test_a_post_or_an_original_of_another_model_version_is_found_there(
     assert repost["duplicate_of"] == "old-orig" and repost["text"] == "indexed under v0 only"
 
 
+def test_searching_by_a_repost_uses_its_originals_vector(client: TestClient) -> None:
+    r = client.post("/v1/search", json={"post_id": "rp", "top_k": 5})
+    assert r.status_code == 200, r.text
+    assert [h["id"] for h in r.json()["results"]] == ["orig"]  # the original it repeats
+    assert client.post("/v1/search", json={"post_id": "nobody"}).status_code == 404
+
+
 def test_unknown_posts_and_reposts_of_erased_posts_are_404(client: TestClient) -> None:
     assert client.get("/v1/posts/nobody").status_code == 404
     assert client.get("/v1/posts/rp-gone").status_code == 404
