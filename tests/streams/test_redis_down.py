@@ -312,3 +312,48 @@ async def test_the_next_batch_pays_what_is_owed_before_its_own_work() -> None:
     report = await stage.handle_batch([_record("b")])
     assert epoch.fences == [10, 20] and report.epoch == 2 and stage.owed["epoch_bump"] == 0
     stage.close()
+
+
+async def test_embed_skips_thumbnails_while_redis_is_down_and_still_publishes_vectors(
+    embed_batch: Callable[..., Any],
+    raw_post: Callable[..., bytes],
+    image_media: Callable[..., dict[str, Any]],
+) -> None:
+    from crossfeed.core.schema import CleanPost, Post
+    from crossfeed.encoders.testing import HashingEmbedder
+    from crossfeed.streams.hooks import ThumbnailPolicy
+
+    class Writer:
+        def __init__(self, redis: Redis) -> None:
+            self.redis, self.stored = redis, 0
+
+        def put(self, thumbs: Sequence[Any]) -> None:
+            self.redis.check(LiveUnavailableError)
+            self.stored += len(thumbs)
+
+    def clean(post_id: str) -> bytes:
+        post = Post.model_validate_json(raw_post(post_id, media=[image_media()]))
+        return (
+            CleanPost(
+                post=post,
+                clean_text="a post",
+                hashtags=[],
+                content_hash=post_id,
+                received_at=datetime(2024, 5, 1, tzinfo=UTC),
+            )
+            .model_dump_json()
+            .encode()
+        )
+
+    redis, outage, metrics = Redis(), _outage(), WorkerMetrics()
+    writer = Writer(redis)
+    policy = ThumbnailPolicy(writer, outage=outage)  # type: ignore[arg-type]
+    embedder = HashingEmbedder(dim=DIM)
+    records = await embed_batch(embedder, [clean("a")], metrics=metrics, thumbnails=policy)
+    assert writer.stored == 1 and len(records) == 2  # text and image
+    redis.up = False
+    for n in range(4):
+        records = await embed_batch(embedder, [clean(f"b{n}")], metrics=metrics, thumbnails=policy)
+        assert len(records) == 2  # the stream goes on
+    assert redis.calls_while_down == 2 and writer.stored == 1
+    assert metrics.thumbnails_skipped._value.get() == 4
