@@ -17,10 +17,10 @@ Erasing a post that was never indexed (or is still on its way) is allowed and ke
 from __future__ import annotations
 
 import logging
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Path
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from crossfeed.api.deps import CallerDep, LiveDep, StateDep
 from crossfeed.api.exceptions import ApiError
@@ -32,29 +32,23 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
 
 
+class _PostIdConvertor(PathConvertor):
+    """A post id in a path (ids may hold "/"), except one ending in "/media/<n>": that path
+    is a post's thumbnail (GET only), so DELETE there is a 405, never the erasure of a
+    "post" named ``x/media/1``."""
+
+    regex = r"(?!.*/media/[0-9]+$).+"
+
+
+register_url_convertor("erasable_post_id", _PostIdConvertor())
+
+
 class ErasureUnavailableError(ApiError):
     status_code = 503
 
 
-class MediaNotErasableError(ApiError):
-    """``DELETE /v1/posts/{id}/media/{item}``: a thumbnail is served there (GET), and a
-    media item is not erased alone (erase its post)."""
-
-    status_code = 405
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.headers["Allow"] = "GET"
-
-
-# What GET /v1/posts/{id}/media/{item} answers (api/media.py, matched before posts).
-_MEDIA_PATH = re.compile(r".+/media/[^/]+")
-
-
 @router.delete(
-    "/posts/{post_id:path}",
-    response_model=ErasureResponse,
-    responses={**ERRORS, 405: ERRORS[404]},
+    "/posts/{post_id:erasable_post_id}", response_model=ErasureResponse, responses=ERRORS
 )
 async def erase_post(
     state: StateDep,
@@ -65,8 +59,6 @@ async def erase_post(
     """Erase a post: its rows in every collection, cached results, its thumbnails, its
     repost claim; a tombstone keeps it out of later re-indexing. Idempotent. Answers once
     no query can find it."""
-    if _MEDIA_PATH.fullmatch(post_id):
-        raise MediaNotErasableError("a media item's thumbnail cannot be deleted: erase its post")
     if state.eraser is None or state.tombstones is None:
         raise ErasureUnavailableError("erasure is not configured in this API process")
     await state.tombstones.send(post_id)

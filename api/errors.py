@@ -104,13 +104,17 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _allowed_methods(request: Request) -> list[str]:
+    """The methods some route serves at this path. Asked per method: routes of included
+    routers (FastAPI wraps them) answer FULL only for a method they serve."""
     from starlette.routing import Match
 
     methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches({**request.scope, "method": "__any__"})
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.routes):
+            methods.add(method)
+    if "GET" in methods:
+        methods.add("HEAD")
     return sorted(methods)
 
 

@@ -11,6 +11,7 @@ from crossfeed.api.models import (
     NOT_BLANK,
     PRINTABLE_ID,
     Freshness,
+    MomentSpan,
     SearchFilters,
     TextOrPostQuery,
 )
@@ -80,6 +81,30 @@ class SubscriptionOut(BaseModel):
     events_url: str
     last_event_id: str | None = Field(
         default=None, description="id of the newest kept event (single look-ups only)"
+    )
+
+
+class SubscriptionMatch(BaseModel):
+    """The JSON data of one event of ``GET /v1/subscriptions/{id}/events``: a new row that
+    matched the standing query."""
+
+    model_config = ConfigDict(extra="allow")  # newer servers may add fields
+
+    subscription: str
+    post_id: str
+    score: float = Field(description="cosine similarity of the row to the standing query")
+    row_id: str
+    modality: str
+    item: int = Field(description="which item of the post matched (0 = text)")
+    moment: MomentSpan | None = None
+    text: str = ""
+    tags: list[str] = Field(default_factory=list)
+    suggested_tags: list[str] = Field(default_factory=list)
+    created_at: datetime
+    matched_at: datetime
+    thumbnail: str | None = None
+    event_id: str | None = Field(
+        default=None, description="the event's id (what a resume sends as Last-Event-ID)"
     )
 
 

@@ -24,6 +24,23 @@ class Tombstones(Protocol):
     async def close(self) -> None: ...
 
 
+class MemoryTombstones:
+    """Tombstones recorded in process (the in-memory stand-in, for tests and fakes);
+    ``fail=True`` answers like an unreachable broker."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[str] = []
+        self.fail = fail
+
+    async def send(self, post_id: str) -> None:
+        if self.fail:
+            raise TombstoneError("cannot write the tombstone to Kafka: broker down")
+        self.sent.append(post_id)
+
+    async def close(self) -> None:
+        pass
+
+
 class KafkaTombstones:
     """Tombstones through a kafka-python producer made on first use (blocking calls run in
     a worker thread)."""

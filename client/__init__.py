@@ -18,6 +18,7 @@ nor torch.
 
 from __future__ import annotations
 
+from crossfeed.api.live_models import SubscriptionList, SubscriptionMatch, SubscriptionOut
 from crossfeed.api.models import (
     PostItem,
     PostResponse,
@@ -74,6 +75,9 @@ __all__ = [
     "ServerError",
     "ServerEvent",
     "StaleCursorError",
+    "SubscriptionList",
+    "SubscriptionMatch",
+    "SubscriptionOut",
     "SuggestTagsResponse",
     "UnauthorizedError",
     "UnavailableError",

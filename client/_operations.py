@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
+from crossfeed.api.live_models import SubscriptionList, SubscriptionMatch, SubscriptionOut
 from crossfeed.api.models import (
     ErasureResponse,
     PostResponse,
@@ -25,7 +26,14 @@ from crossfeed.api.models import (
     SearchResponse,
     SuggestTagsResponse,
 )
-from crossfeed.client._core import ApiRequest, Operation, parse_json, parse_model
+from crossfeed.client._core import (
+    ApiRequest,
+    Operation,
+    ServerEvent,
+    error_from_response,
+    parse_json,
+    parse_model,
+)
 from crossfeed.client.exceptions import ClientInputError, ProtocolError
 
 # What an image (or video) argument may be: bytes, a path, an open binary file, a PIL image.
@@ -190,3 +198,100 @@ def ready() -> Operation[ReadyResponse]:
         return as_model(response)
 
     return Operation(ApiRequest("GET", "/readyz"), parse)
+
+
+# ---------------------------------------------------------------------- standing queries
+
+
+def subscribe(
+    text: str | None = None,
+    *,
+    image: ImageInput | None = None,
+    post_id: str | None = None,
+    min_score: float,
+    filters: Filters = None,
+    name: str | None = None,
+) -> Operation[SubscriptionOut]:
+    """``POST /v1/subscriptions``: a standing query from a text, an image or a post id.
+
+    Not idempotent: a retry after the request left could create a second subscription.
+    """
+    given = [n for n, v in (("text", text), ("image", image), ("post_id", post_id)) if v]
+    if len(given) != 1:
+        raise ClientInputError(
+            f"subscribe needs exactly one of text, image and post_id (got {given or 'none'})"
+        )
+    if isinstance(min_score, bool) or not isinstance(min_score, int | float):
+        raise ClientInputError(f"min_score must be a number, got {min_score!r}")
+    if not -1.0 <= float(min_score) <= 1.0:
+        raise ClientInputError(f"min_score is a cosine similarity in [-1, 1], got {min_score}")
+    flt = _filters_json(filters)
+    if image is not None:
+        file_name, data = media_bytes(image)
+        form = {"min_score": repr(float(min_score)), "filters": json.dumps(flt)}
+        if name:
+            form["name"] = name
+        request = ApiRequest(
+            "POST",
+            "/v1/subscriptions",
+            files={"file": (file_name, data, "application/octet-stream")},
+            data=form,
+        )
+    else:
+        body: dict[str, Any] = {"min_score": float(min_score), "filters": flt}
+        body["text" if text is not None else "post_id"] = text if text is not None else post_id
+        if name:
+            body["name"] = name
+        request = ApiRequest("POST", "/v1/subscriptions", json=body)
+    return Operation(request, parse_model(SubscriptionOut), idempotent=False)
+
+
+def _sub_path(subscription_id: str) -> str:
+    if not subscription_id:
+        raise ClientInputError("subscription id is empty")
+    return "/v1/subscriptions/" + quote(subscription_id, safe="")
+
+
+def list_subscriptions(limit: int = 100, offset: int = 0) -> Operation[SubscriptionList]:
+    """``GET /v1/subscriptions`` (one page)."""
+    if limit < 1 or offset < 0:
+        raise ClientInputError("limit must be positive and offset not negative")
+    params = {"limit": str(limit), "offset": str(offset)}
+    return Operation(
+        ApiRequest("GET", "/v1/subscriptions", params=params), parse_model(SubscriptionList)
+    )
+
+
+def get_subscription(subscription_id: str) -> Operation[SubscriptionOut]:
+    """``GET /v1/subscriptions/{id}``."""
+    return Operation(ApiRequest("GET", _sub_path(subscription_id)), parse_model(SubscriptionOut))
+
+
+def delete_subscription(subscription_id: str) -> Operation[None]:
+    """``DELETE /v1/subscriptions/{id}`` (204); idempotent in effect, so retried."""
+
+    def parse(response: httpx.Response) -> None:
+        if not response.is_success:
+            raise error_from_response(response)
+
+    return Operation(ApiRequest("DELETE", _sub_path(subscription_id)), parse)
+
+
+def events_path(subscription_id: str) -> str:
+    return _sub_path(subscription_id) + "/events"
+
+
+def match_from_event(event: ServerEvent) -> SubscriptionMatch | None:
+    """The match an event carries; ``None`` for the ``deleted`` event that ends a stream
+    (the subscription was deleted). Other event types are a protocol error."""
+    if event.event == "deleted":
+        return None
+    if event.event not in ("", "message"):
+        raise ProtocolError(f"unexpected event {event.event!r} on a subscription stream")
+    data = event.json()
+    if not isinstance(data, dict):
+        raise ProtocolError(f"event data is not an object: {data!r}"[:200])
+    try:
+        return SubscriptionMatch.model_validate({**data, "event_id": event.id})
+    except ValueError as exc:
+        raise ProtocolError(f"event data is not a match: {exc}") from exc

@@ -119,6 +119,7 @@ def remove_post_everywhere(settings: MilvusSettings, post_id: str) -> RemovedRow
     """Delete ``post_id``'s rows from every collection of this deployment. Blocking
     (Milvus calls); retriable errors raise IndexUnavailableError."""
     from crossfeed.indexer.client import milvus_client
+    from crossfeed.indexer.milvus import mutation_fence
 
     client = milvus_client(settings)
     try:
@@ -129,7 +130,7 @@ def remove_post_everywhere(settings: MilvusSettings, post_id: str) -> RemovedRow
             # mutation timestamp: the fence a search must wait for to miss these rows.
             result = client._get_connection().delete(name, expr, timeout=30.0)
             removed.by_collection[name] = int(result.delete_count)
-            removed.fence = max(removed.fence or 0, int(result.timestamp)) or None
+            removed.fence = max(removed.fence or 0, mutation_fence(result))
         return removed
     except IndexUnavailableError:
         raise

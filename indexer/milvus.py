@@ -69,6 +69,19 @@ MAX_TOP_K = 16_384
 UPSERT_CHUNK = 500
 # A write fence further ahead of the local clock than this is ignored (see _consistency_for).
 FENCE_MAX_AHEAD_S = 60.0
+
+
+def mutation_fence(result: Any) -> int:
+    """The fence a search needs to see a mutation: its hybrid timestamp (physical ms << 18).
+
+    Milvus 2.3 answers deletes with timestamp 0; then the local clock just after the call
+    returned stands in (the delete was acknowledged before it, so a search fenced at it waits
+    for the delete, give or take the clock skew between this host and Milvus' TSO).
+    """
+    stamp = int(getattr(result, "timestamp", 0) or 0)
+    return stamp if stamp > 0 else int(time.time() * 1000) << 18
+
+
 # Statuses after which the same call may succeed: engine down, slow, or throttling.
 _RETRIABLE_GRPC = {
     grpc.StatusCode.UNAVAILABLE,
@@ -423,7 +436,7 @@ class MilvusIndex(VectorIndex):
             # which joins this object's write fence (the next epoch bump publishes it).
             res = client._get_connection().delete(self._collection, expr, timeout=self._timeout)
             with self._lock:
-                self._fence = max(self._fence or 0, int(res.timestamp)) or self._fence
+                self._fence = max(self._fence or 0, mutation_fence(res))
             return int(res.delete_count)
 
         return self._call("delete", send)

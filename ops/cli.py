@@ -29,7 +29,8 @@ _COMMAND_MODULES = (
     "crossfeed.ops.data.keys",  # keys
     "crossfeed.ops.run.serve",  # worker, serve
     "crossfeed.ops.run.demo",  # demo
-    "crossfeed.ops.query.cli",  # search, post
+    "crossfeed.ops.query.cli",  # search, post, erase
+    "crossfeed.ops.query.watch",  # watch
     "crossfeed.train.cli",  # train, eval
     "crossfeed.ops.bench.cli",  # bench
 )

@@ -10,6 +10,7 @@ only sends them, with retries (:class:`~crossfeed.client.RetryPolicy`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import TypeVar
@@ -18,6 +19,7 @@ import httpx
 import stamina
 from pydantic import SecretStr
 
+from crossfeed.api.live_models import SubscriptionList, SubscriptionMatch, SubscriptionOut
 from crossfeed.api.models import (
     ErasureResponse,
     PostResponse,
@@ -44,6 +46,8 @@ from crossfeed.client.exceptions import (
     NotFoundError,
     RequestTimeoutError,
 )
+
+log = logging.getLogger("crossfeed.client")
 
 T = TypeVar("T")
 
@@ -281,6 +285,88 @@ class Client:
                     f"{len(missing)} posts not indexed after {timeout:.0f} s: {missing[:5]}"
                 )
             sleep(interval)
+
+    # ------------------------------------------------------------------ standing queries
+
+    def subscribe(
+        self,
+        text: str | None = None,
+        *,
+        image: ImageInput | None = None,
+        post_id: str | None = None,
+        min_score: float,
+        filters: Filters = None,
+        name: str | None = None,
+    ) -> SubscriptionOut:
+        """A standing query: posts indexed from now on that score at least ``min_score``
+        against a text, an image or an indexed post (and pass ``filters``) are recorded as
+        matches; read them with :meth:`matches`. Not retried once sent (a retry could
+        create a twin)."""
+        return self._call(
+            ops.subscribe(
+                text, image=image, post_id=post_id, min_score=min_score, filters=filters, name=name
+            )
+        )
+
+    def subscriptions(self, limit: int = 100, offset: int = 0) -> SubscriptionList:
+        """One page of the stored subscriptions."""
+        return self._call(ops.list_subscriptions(limit, offset))
+
+    def get_subscription(self, subscription_id: str) -> SubscriptionOut:
+        """One subscription; :class:`~crossfeed.client.exceptions.NotFoundError` if unknown."""
+        return self._call(ops.get_subscription(subscription_id))
+
+    def unsubscribe(self, subscription_id: str) -> None:
+        """Delete a subscription (its stream of matches ends)."""
+        self._call(ops.delete_subscription(subscription_id))
+
+    def matches(
+        self,
+        subscription_id: str,
+        *,
+        last_event_id: str | None = None,
+        max_reconnects: int | None = 10,
+    ) -> Iterator[SubscriptionMatch]:
+        """The subscription's matches as they arrive, forever (until it is deleted).
+
+        After ``last_event_id`` (a previous match's ``event_id``); by default from the
+        oldest match the server still retains. A dropped connection is resumed with
+        ``Last-Event-ID``: no match is missed or repeated within the server's retention.
+        """
+        stream = self.events(
+            ops.events_path(subscription_id),
+            last_event_id=last_event_id,
+            max_reconnects=max_reconnects,
+        )
+        for event in stream:
+            match = ops.match_from_event(event)
+            if match is None:
+                return
+            yield match
+
+    def watch(
+        self,
+        text: str | None = None,
+        *,
+        image: ImageInput | None = None,
+        post_id: str | None = None,
+        min_score: float,
+        filters: Filters = None,
+        name: str | None = None,
+    ) -> Iterator[SubscriptionMatch]:
+        """Subscribe, yield matches as they arrive, and delete the subscription when the
+        caller stops iterating (break, an exception, Ctrl-C)."""
+        sub = self.subscribe(
+            text, image=image, post_id=post_id, min_score=min_score, filters=filters, name=name
+        )
+        try:
+            for match in self.matches(sub.id):
+                yield match
+        finally:
+            try:
+                self.unsubscribe(sub.id)
+            except ClientError as exc:
+                log.warning("could not delete subscription %s: %s", sub.id, exc)
 
     # ------------------------------------------------------------------ event streams
 

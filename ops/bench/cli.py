@@ -97,6 +97,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--collection", default=None, help="query this existing collection instead of building one"
     )
+    p.add_argument(
+        "--rows",
+        type=int,
+        default=None,
+        help="instead: N synthetic rows like the corpus's (e.g. 200000): latency, recall@10 "
+        "vs exact search, throughput at --concurrency",
+    )
+    p.add_argument("--concurrency", default="1,8,32", help="with --rows: client counts")
+    p.add_argument("--requests", type=int, default=320, help="with --rows: per level")
     p.set_defaults(func=_cmd_query)
 
     p = bsub.add_parser("sources", help="connector throughput: Jetstream frames -> Kafka")
@@ -295,6 +304,8 @@ def _cmd_query(args: argparse.Namespace) -> int:
     out = _out_dir(args, base)
     if args.collection:
         return _emit(_query_existing(args, base, out), args, out)
+    if args.rows is not None:
+        return _emit(_query_scale(args, base, out), args, out)
     from crossfeed.ops.bench.ingest import run_ingest
     from crossfeed.ops.bench.live import BenchNames, bench_settings, live_pipeline
 
@@ -321,6 +332,38 @@ def _cmd_query(args: argparse.Namespace) -> int:
             extra=index_info,
         )
     return _emit(report, args, out)
+
+
+def _query_scale(args: argparse.Namespace, base: Any, out: Path) -> Any:
+    """``bench query --rows N`` on a private collection and key prefix (removed after)."""
+    from crossfeed.ops.bench.live import BenchNames, bench_settings, delete_keys
+    from crossfeed.ops.bench.scale import run_scale_bench
+    from crossfeed.ops.exceptions import BenchError
+
+    try:
+        levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    except ValueError as exc:
+        raise BenchError(f"--concurrency takes numbers like 1,8,32: {exc}") from exc
+    if not levels or min(levels) < 1 or max(levels) > 256 or args.requests < 1:
+        raise BenchError("--concurrency levels must be 1..256 and --requests positive")
+    corpus = _corpus(args, out)
+    names = BenchNames.new()
+    settings = bench_settings(base, names)
+    try:
+        return run_scale_bench(
+            settings,
+            corpus.posts,
+            rows=args.rows,
+            queries=args.queries,
+            top_k=args.top_k,
+            images=args.query_images,
+            concurrency=levels,
+            requests=args.requests,
+            seed=args.seed,
+            progress=_progress(args),
+        )
+    finally:
+        delete_keys(settings, names.redis_prefix)
 
 
 def _query_existing(args: argparse.Namespace, base: Any, out: Path) -> Any:

@@ -166,7 +166,38 @@ def plot_live(ax: Any, results: dict[str, Any]) -> bool:
     return True
 
 
+def plot_query_scale(ax: Any, results: dict[str, Any]) -> bool:
+    """Latency boxes per query kind, and requests/s per client count on a second axis."""
+    latency = results.get("latency") or {}
+    data = [e["samples_ms"] for e in latency.values() if e.get("samples_ms")]
+    if not data:
+        return False
+    labels = [name.replace("filtered by ", "filter\n") for name in latency]
+    ax.boxplot(data, showfliers=True, whis=(1, 99))
+    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
+    _log_y(ax, "ms per request, HTTP round trip (log)")
+    recall = (results.get("recall") or {}).get("none", {}).get("mean")
+    title = f"{results.get('rows', 0):,} rows: latency (whiskers p1-p99)"
+    if recall is not None:
+        title += f", recall@10 {recall:.3f}"
+    ax.set_title(title, fontsize=10)
+    rates = [e for e in results.get("throughput") or [] if e.get("per_s")]
+    if rates:
+        inset = ax.inset_axes((0.62, 0.62, 0.35, 0.33))
+        for mode in ("uncached", "cached"):
+            pts = [(e["clients"], e["per_s"]) for e in rates if e["mode"] == mode]
+            if pts:
+                inset.plot(*zip(*pts, strict=True), marker="o", label=mode)
+        inset.set_xscale("log", base=2)
+        inset.set_xlabel("clients", fontsize=7)
+        inset.set_ylabel("req/s", fontsize=7)
+        inset.tick_params(labelsize=6)
+        inset.legend(fontsize=6)
+    return True
+
+
 PANELS: dict[str, Callable[[Any, dict[str, Any]], bool]] = {
+    "query_scale": plot_query_scale,
     "engines": plot_engines,
     "encoders": plot_encoders,
     "ingest": plot_ingest,

@@ -188,6 +188,16 @@ def render_milvus_config(template: str, ports: dict[str, int], base: Path) -> st
     text = _PLACEHOLDER.sub(fill, template)
     text = text.replace("endpoints: localhost:", f"endpoints: {BIND_HOST}:")
     text, n_ip = re.subn(r"^(  ip:)[ \t]*(#.*)?$", rf"\1 {BIND_HOST}", text, flags=re.M)
+    # Growing segments (the freshest rows) are searched exactly, not through the interim
+    # IVF index (nprobe 16 of 128 lists): with a selective filter that index returned 0-15
+    # of 30 matching rows until the segment was sealed and its HNSW index loaded.
+    text, n_interim = re.subn(
+        r"^(    interimIndex:[^\n]*\n      enableIndex:) true",
+        r"\1 false",
+        text,
+        count=1,
+        flags=re.M,
+    )
     etcd_conf = _yaml_str(str(base / "configs" / "etcd.yaml"))
     text, n_etcd = re.subn(
         r"^(  use:\n    embed: true)(.*)$",
@@ -196,7 +206,7 @@ def render_milvus_config(template: str, ports: dict[str, int], base: Path) -> st
         count=1,
         flags=re.M,
     )
-    if n_ip < 7 or n_etcd != 1 or "{{" in text:
+    if n_ip < 7 or n_etcd != 1 or n_interim != 1 or "{{" in text:
         # The template changed shape: better to stop than to start Milvus on 0.0.0.0.
         raise ConfigError("unexpected Milvus config template; cannot pin addresses")
     return text

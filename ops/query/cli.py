@@ -23,7 +23,7 @@ from crossfeed.client.exceptions import BadRequestError, ConnectionFailedError, 
 from crossfeed.exceptions import CrossfeedError
 
 
-def _client_options(p: argparse.ArgumentParser) -> None:
+def client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=None, help="API address (default CROSSFEED_API_URL)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per request")
     p.add_argument("--json", action="store_true", help="the API's JSON instead of a table")
@@ -49,12 +49,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cursor", help="continue from a page's next_cursor")
     p.add_argument("--all", action="store_true", help="follow every page (see --limit)")
     p.add_argument("--limit", type=int, default=None, help="with --all: at most N results")
-    _client_options(p)
+    client_options(p)
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("post", help="show one indexed post (a readable view, or --json)")
     p.add_argument("post_id", metavar="ID")
-    _client_options(p)
+    client_options(p)
     p.set_defaults(func=_cmd_post)
 
     p = sub.add_parser(
@@ -64,11 +64,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "its repost claim; it stays out of later re-indexing. Exits 0 once it is gone.",
     )
     p.add_argument("post_id", metavar="ID")
-    _client_options(p)
+    client_options(p)
     p.set_defaults(func=_cmd_erase)
 
 
-def _filters(args: argparse.Namespace) -> dict[str, Any]:
+def filters_from(args: argparse.Namespace) -> dict[str, Any]:
     filters: dict[str, Any] = {}
     for name, value in (
         ("tags", args.tag),
@@ -84,7 +84,7 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
     return filters
 
 
-def _explain(exc: CrossfeedError, url: str) -> CrossfeedError:
+def explain(exc: CrossfeedError, url: str) -> CrossfeedError:
     """The error with what a person needs to fix it."""
     if isinstance(exc, BadRequestError) and exc.details:
         problems = "; ".join(
@@ -121,7 +121,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     query: dict[str, Any] = {
         "image": args.image,
         "post_id": args.post,
-        "filters": _filters(args),
+        "filters": filters_from(args),
     }
     with Client(args.url, timeout=args.timeout) as client:
         try:
@@ -129,7 +129,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 return _search_all(client, args, query)
             page = client.search(args.text, top_k=args.top_k, cursor=args.cursor, **query)
         except CrossfeedError as exc:
-            raise _explain(exc, client.url) from exc
+            raise explain(exc, client.url) from exc
     if args.json:
         print(page.model_dump_json(indent=1))
         return 0
@@ -163,7 +163,7 @@ def _cmd_post(args: argparse.Namespace) -> int:
         try:
             post = client.get_post(args.post_id)
         except CrossfeedError as exc:
-            raise _explain(exc, client.url) from exc
+            raise explain(exc, client.url) from exc
     if args.json:
         print(post.model_dump_json(indent=1))
         return 0
@@ -178,7 +178,7 @@ def _cmd_erase(args: argparse.Namespace) -> int:
         try:
             done = client.erase_post(args.post_id)
         except CrossfeedError as exc:
-            raise _explain(exc, client.url) from exc
+            raise explain(exc, client.url) from exc
     if args.json:
         print(done.model_dump_json(indent=1))
     else:

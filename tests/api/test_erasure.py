@@ -15,25 +15,11 @@ from crossfeed.api.cache import MemorySearchCache
 from crossfeed.api.keys import MemoryKeyStore
 from crossfeed.api.live import LiveServices
 from crossfeed.api.metrics import ApiMetrics
-from crossfeed.api.tombstones import TombstoneError
+from crossfeed.api.tombstones import MemoryTombstones
 from crossfeed.core.settings import ApiSettings, Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.erasure import Eraser, MemoryErasureLedger, RemovedRows
 from crossfeed.indexer.memory import InMemoryIndex
-
-
-class RecordedTombstones:
-    def __init__(self, fail: bool = False) -> None:
-        self.sent: list[str] = []
-        self.fail = fail
-
-    async def send(self, post_id: str) -> None:
-        if self.fail:
-            raise TombstoneError("broker down")
-        self.sent.append(post_id)
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -42,8 +28,8 @@ def ledger() -> MemoryErasureLedger:
 
 
 @pytest.fixture
-def tombstones() -> RecordedTombstones:
-    return RecordedTombstones()
+def tombstones() -> MemoryTombstones:
+    return MemoryTombstones()
 
 
 def _app(
@@ -52,7 +38,7 @@ def _app(
     index: InMemoryIndex,
     cache: MemorySearchCache,
     ledger: MemoryErasureLedger,
-    tombstones: RecordedTombstones,
+    tombstones: MemoryTombstones,
     **kw: Any,
 ) -> Any:
     # The in-memory cache holds the epoch here (Redis does in production).
@@ -79,7 +65,7 @@ def erasing(
     index: InMemoryIndex,
     cache: MemorySearchCache,
     ledger: MemoryErasureLedger,
-    tombstones: RecordedTombstones,
+    tombstones: MemoryTombstones,
 ) -> Iterator[TestClient]:
     with TestClient(_app(settings, embedder, index, cache, ledger, tombstones)) as c:
         yield c
@@ -90,7 +76,7 @@ def _ids(r: Any) -> list[str]:
 
 
 def test_an_erased_post_is_gone_from_search_posts_and_the_cache(
-    erasing: TestClient, tombstones: RecordedTombstones, ledger: MemoryErasureLedger
+    erasing: TestClient, tombstones: MemoryTombstones, ledger: MemoryErasureLedger
 ) -> None:
     body = {"text": "red sports car on a highway", "top_k": 5}
     before = erasing.post("/v1/search", json=body)
@@ -121,6 +107,25 @@ def test_a_post_not_indexed_yet_can_be_erased(
     assert asyncio.run(ledger.erased(["not-here-yet"])) == {"not-here-yet"}
 
 
+def test_delete_of_a_posts_media_path_is_not_an_erasure(
+    erasing: TestClient, tombstones: MemoryTombstones, ledger: MemoryErasureLedger
+) -> None:
+    """``/v1/posts/{id}/media/{n}`` is the media sub-resource (GET only) everywhere else:
+    DELETE on it must not erase a "post" whose id would be ``cars1/media/1``."""
+    r = erasing.delete("/v1/posts/cars1/media/1")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    assert tombstones.sent == []
+    assert asyncio.run(ledger.erased(["cars1/media/1", "cars1"])) == set()
+    assert erasing.get("/v1/posts/cars1").status_code == 200
+
+
+def test_405_names_every_method_of_the_path(erasing: TestClient) -> None:
+    """Routes of included routers (FastAPI wraps them) count too: the Allow header once came
+    out empty, and before that named only the first route's methods."""
+    assert erasing.put("/v1/posts/cars1").headers["allow"] == "DELETE, GET, HEAD"
+    assert erasing.put("/v1/subscriptions").headers["allow"] == "GET, HEAD, POST"
+
+
 def test_no_broker_no_erasure(
     settings: Settings,
     embedder: HashingEmbedder,
@@ -130,7 +135,7 @@ def test_no_broker_no_erasure(
 ) -> None:
     """The tombstone goes first: without it the stream could not finish the job, so
     nothing is erased and the client is told to retry."""
-    app = _app(settings, embedder, index, cache, ledger, RecordedTombstones(fail=True))
+    app = _app(settings, embedder, index, cache, ledger, MemoryTombstones(fail=True))
     with TestClient(app) as c:
         r = c.delete("/v1/posts/cars1")
         assert r.status_code == 503 and r.json()["error"]["retriable"] is True
@@ -144,7 +149,7 @@ def test_erasure_needs_the_admin_scope_and_is_audited(
     index: InMemoryIndex,
     cache: MemorySearchCache,
     ledger: MemoryErasureLedger,
-    tombstones: RecordedTombstones,
+    tombstones: MemoryTombstones,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     keys = MemoryKeyStore()

@@ -22,6 +22,7 @@ from crossfeed.api.app import create_app
 from crossfeed.api.cache import MemorySearchCache
 from crossfeed.api.live import LiveServices
 from crossfeed.api.metrics import ApiMetrics
+from crossfeed.api.tombstones import MemoryTombstones
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.erasure import Eraser, MemoryErasureLedger, RemovedRows
@@ -43,26 +44,12 @@ def _accept_forever() -> None:
 threading.Thread(target=_accept_forever, name="fuzz-broker", daemon=True).start()
 
 
-class _NoTombstones:
-    async def send(self, post_id: str) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-
 def _app() -> object:
     s = Settings()
     s.kafka.bootstrap = f"127.0.0.1:{_BROKER.getsockname()[1]}"  # a port that accepts
     s.api.retry_budget_s = 0.0
     index = InMemoryIndex(dim=16)
     cache = MemorySearchCache(prefix="fuzz", ttl_s=60)
-    # Erasure in process too (the default one writes to the shared Redis and the broker).
-    eraser = Eraser(
-        MemoryErasureLedger(),
-        lambda post_id: RemovedRows({"memory": index.delete_posts([post_id])}),
-        cache,
-    )
     return create_app(
         s,
         embedder=HashingEmbedder(dim=16),
@@ -70,8 +57,14 @@ def _app() -> object:
         cache=cache,
         metrics=ApiMetrics(),
         live=LiveServices.memory(),  # subscriptions in process: no engine behind the fuzzer
-        eraser=eraser,
-        tombstones=_NoTombstones(),
+        # Erasure over the same fakes: the stand-in broker above speaks no Kafka, so the
+        # default tombstone producer would wait out its timeout on every DELETE.
+        eraser=Eraser(
+            MemoryErasureLedger(),
+            lambda post_id: RemovedRows({"memory": index.delete_posts([post_id])}),
+            cache,
+        ),
+        tombstones=MemoryTombstones(),
     )
 
 

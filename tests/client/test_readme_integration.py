@@ -108,7 +108,7 @@ def test_readme_example_runs(
     from crossfeed.indexer.milvus import MilvusIndex
 
     blocks = readme_blocks()
-    assert len(blocks) == 3, "the README's client example changed shape"
+    assert len(blocks) == 4, "the README's client example changed shape"
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen(
         [sys.executable, "-c", _WORKER.format(dim=DIM)],
@@ -143,3 +143,4 @@ def test_readme_example_runs(
     assert sorted(ids) == sorted(p.id for p in namespace["posts"])  # every post, once
     assert "12 posts in pages of 5" in printed
     assert json.loads(page.model_dump_json())["next_cursor"]  # there were more pages
+    assert "new: notebook-purple-0" in printed  # the standing query saw the new post

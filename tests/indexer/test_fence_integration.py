@@ -70,3 +70,23 @@ def test_a_fence_from_the_future_is_ignored_rather_than_waited_for(bounded: Milv
     started = time.monotonic()
     assert bounded.search(_row("p").vector, 1, SearchFilter(), fence=bogus) is not None
     assert time.monotonic() - started < 5  # Milvus would wait for it until the RPC timeout
+
+
+def test_a_fenced_search_misses_every_row_deleted_before_the_fence(bounded: MilvusIndex) -> None:
+    """Milvus 2.3 answers deletes with timestamp 0: the fence must still cover them (an
+    erased post found by the next search, the bug this caught)."""
+    reader = MilvusIndex(MilvusSettings(CROSSFEED_COLLECTION=bounded.collection))
+    reader.ensure_ready(DIM)
+    try:
+        for i in range(3):
+            row = _row(f"gone{i}")
+            bounded.upsert([row])
+            assert reader.search(row.vector, 1, SearchFilter(), fence=bounded.write_fence())
+            before = bounded.write_fence()
+            assert bounded.delete_posts([row.post_id]) == 1
+            fence = bounded.write_fence()
+            assert fence is not None and before is not None and fence > before
+            hits = reader.search(row.vector, 3, SearchFilter(), fence=fence)
+            assert all(h.row.post_id != row.post_id for h in hits), f"delete {i} still visible"
+    finally:
+        reader.close()

@@ -156,6 +156,8 @@ def test_milvus_config_pins_what_it_can(tmp_path: Path) -> None:
     assert cfg["localStorage"]["path"] == str(tmp_path / "data")
     for component in ("rootCoord", "proxy", "queryCoord", "queryNode", "dataCoord", "dataNode"):
         assert cfg[component]["ip"] == "127.0.0.1"
+    # fresh rows searched exactly (the interim index lost filtered matches)
+    assert cfg["queryNode"]["segcore"]["interimIndex"]["enableIndex"] is False
     etcd = yaml.safe_load(engines_launch.etcd_config(ports))
     assert etcd["listen-client-urls"] == "http://127.0.0.1:12379"
     assert etcd["listen-peer-urls"] == "http://127.0.0.1:12380"
