@@ -252,8 +252,9 @@ class IndexStage:
         async with self._settling:
             try:
                 await self._settle_erasures(outage)
-                if owed.bump:
-                    epoch = await self._bump(owed.fence)
+                if owed.bump:  # with the fence of any deletion the checks just made, too
+                    now = await self._run(self._get_index().write_fence)
+                    epoch = await self._bump(max(owed.fence or 0, now or 0) or None)
                     if epoch is not None:
                         owed.bump_paid(epoch)
                 if owed.matches and self._percolator is not None:
