@@ -48,6 +48,20 @@ class SearchFilter:
     # different spaces, so mixing them would rank noise. None = any version.
     model_version: str | None = None
 
+    def narrows(self) -> bool:
+        """Whether it passes only part of a collection's rows (the model version and
+        excluded ids do not count: a collection holds one version, exclusions are few).
+        A graph index needs a wider search to find the rows such a filter keeps."""
+        return bool(
+            self.modalities
+            or self.since_ms is not None
+            or self.until_ms is not None
+            or self.tags
+            or self.lang
+            or self.sources
+            or self.authors
+        )
+
 
 @dataclass(frozen=True)
 class Hit:

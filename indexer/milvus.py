@@ -393,7 +393,8 @@ class MilvusIndex(VectorIndex):
                 "so it cannot filter by source; back-fill a fresh collection (crossfeed reindex)"
             )
         expr = build_expression(flt)  # validates; raises InvalidFilterError
-        params = {"metric_type": METRIC, "params": {"ef": max(self._settings.hnsw_ef, top_k)}}
+        ef = self._settings.hnsw_ef_filtered if flt.narrows() else self._settings.hnsw_ef
+        params = {"metric_type": METRIC, "params": {"ef": min(MAX_TOP_K, max(ef, top_k))}}
         result = self._call(
             "search",
             lambda c: c.search(

@@ -154,3 +154,20 @@ def test_source_and_author_clauses_escape_their_values() -> None:
     assert expr == '(source in ["bluesky"]) and (author in ["@x\\"y", "did:plc:a"])'
     # Values are de-duplicated, order kept.
     assert validate_filter(SearchFilter(sources=("a", "b", "a"))).sources == ("a", "b")
+
+
+def test_only_filters_that_keep_part_of_the_rows_widen_the_graph_search() -> None:
+    from crossfeed.indexer.base import SearchFilter
+
+    assert not SearchFilter().narrows()
+    assert not SearchFilter(model_version="v1", exclude_post_ids=("p1",)).narrows()
+    for narrowing in (
+        SearchFilter(tags=("cats",)),
+        SearchFilter(modalities=("image",)),
+        SearchFilter(since_ms=0),
+        SearchFilter(until_ms=1),
+        SearchFilter(lang="en"),
+        SearchFilter(sources=("bluesky",)),
+        SearchFilter(authors=("@a",)),
+    ):
+        assert narrowing.narrows(), narrowing
