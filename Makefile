@@ -31,7 +31,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	mkdir -p .state/mypy && ln -sfn ../.. .state/mypy/crossfeed
 	MYPYPATH=.state/mypy $(BIN)/mypy -m crossfeed -m crossfeed.exceptions \
-	  -p crossfeed.core -p crossfeed.corpus -p crossfeed.indexer -p crossfeed.encoders -p crossfeed.retrieval -p crossfeed.live -p crossfeed.train \
+	  -p crossfeed.core -p crossfeed.corpus -p crossfeed.indexer -p crossfeed.encoders -p crossfeed.retrieval -p crossfeed.live -p crossfeed.trends -p crossfeed.train \
 	  -p crossfeed.streams -p crossfeed.api -p crossfeed.client -p crossfeed.sources -p crossfeed.ops
 
 unit: $(STAMP)

@@ -249,6 +249,20 @@ class LiveSettings(_Base):
     match_buffer: int = Field(default=10_000, ge=0, alias="CROSSFEED_MATCH_BUFFER")
 
 
+class TrendSettings(_Base):
+    """Trend search: burst detection per hashtag and per cluster of the shared space."""
+
+    enabled: bool = Field(default=True, alias="CROSSFEED_TRENDS")
+    # Event-time window the counts are kept per; bursts are scored window against baseline.
+    window_s: float = Field(default=60.0, gt=0, le=86_400, alias="CROSSFEED_TRENDS_WINDOW_S")
+    # Posts older than the newest event time minus this are not counted (late allowance).
+    late_s: float = Field(default=120.0, ge=0, alias="CROSSFEED_TRENDS_LATE_S")
+    # Windows of history kept per item (the sparkline series and the baseline's memory).
+    history_windows: int = Field(default=60, ge=3, le=10_000, alias="CROSSFEED_TRENDS_HISTORY")
+    max_clusters: int = Field(default=500, ge=1, alias="CROSSFEED_TRENDS_MAX_CLUSTERS")
+    seed: int = Field(default=0, alias="CROSSFEED_TRENDS_SEED")
+
+
 class Settings:
     """All settings together; built once by the CLI and passed down."""
 
@@ -261,6 +275,7 @@ class Settings:
         self.encoder = EncoderSettings()
         self.stream = StreamSettings()
         self.live = LiveSettings()
+        self.trends = TrendSettings()
 
     @property
     def models_dir(self) -> Path:
