@@ -164,6 +164,19 @@ class SharedSpaceEmbedder(Embedder):
                     self.load_seconds["image"] = time.perf_counter() - started
         return self._image
 
+    def tower_id(self, tower: str) -> str:
+        """What a tower's features depend on, for feature caches: the model setting
+        ("default" for the bundled one), plus the runtime when it is not torch (torch
+        keeps the plain id, so caches written before runtimes existed stay valid). Known
+        without loading the tower."""
+        s = self.settings
+        base = (s.text_model if tower == "text" else s.image_model) or "default"
+        if self.runtime.name == "torch":
+            return base
+        if tower == "text" and s.onnx_text_quant != "none":
+            return f"{base}|onnx-{s.onnx_text_quant}"
+        return f"{base}|onnx"
+
     def _on_runtime(self, name: str, tower: Any) -> Any:
         """``tower`` as the chosen runtime runs it: itself on torch, else its ONNX graph.
 

@@ -27,6 +27,7 @@ _EVAL_REGISTRARS: tuple[tuple[str, str], ...] = (
     ("crossfeed.train.cli", "add_wikipedia_eval"),
     ("crossfeed.train.clipart", "add_clipart_eval"),
     ("crossfeed.train.moments_eval", "add_moments_eval"),
+    ("crossfeed.train.runtime_eval", "add_runtimes_eval"),
 )
 _COMMAND_REGISTRARS: tuple[tuple[str, str], ...] = (
     ("crossfeed.train.train_cmd", "add_train_command"),
