@@ -151,8 +151,10 @@ class EncoderSettings(_Base):
     runtime: Literal["auto", "torch", "onnx"] = Field(
         default="auto", alias="CROSSFEED_ENCODER_RUNTIME"
     )
-    # The ONNX text tower's weights: "int8" (dynamic quantization, per channel) or "none".
-    onnx_text_quant: Literal["int8", "none"] = Field(
+    # The ONNX text tower's weights: "int8" (fused attention, every weight matrix int8),
+    # "int8-ffn-fp32" (feed-forward down-projections kept fp32: closer to torch, slower)
+    # or "none" (fp32). Chosen by `crossfeed eval runtimes` (README "Encoder runtimes").
+    onnx_text_quant: Literal["int8", "int8-ffn-fp32", "none"] = Field(
         default="int8", alias="CROSSFEED_ONNX_TEXT_QUANT"
     )
     # Where exported ONNX graphs are cached; empty = <models_dir>/.onnx.

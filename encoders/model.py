@@ -25,6 +25,7 @@ from crossfeed.encoders.exceptions import MediaDecodeError, ModelLoadError
 from crossfeed.encoders.heads import HeadSet
 from crossfeed.encoders.media import VideoSource, decode_image, decode_video
 from crossfeed.encoders.runtime import (
+    EXPORT_RECIPE,
     RuntimeChoice,
     cache_dir_for,
     choose_runtime,
@@ -174,8 +175,8 @@ class SharedSpaceEmbedder(Embedder):
         if self.runtime.name == "torch":
             return base
         if tower == "text" and s.onnx_text_quant != "none":
-            return f"{base}|onnx-{s.onnx_text_quant}"
-        return f"{base}|onnx"
+            return f"{base}|onnx-{s.onnx_text_quant}|{EXPORT_RECIPE}"
+        return f"{base}|onnx|{EXPORT_RECIPE}"
 
     def _on_runtime(self, name: str, tower: Any) -> Any:
         """``tower`` as the chosen runtime runs it: itself on torch, else its ONNX graph.

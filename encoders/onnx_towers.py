@@ -15,9 +15,10 @@ graph is exported once per weights into the cache directory (:mod:`.runtime`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,13 @@ import numpy as np
 from PIL import Image
 
 from crossfeed.encoders.image import CPU_MAX_BATCH, preprocess
-from crossfeed.encoders.runtime import OPSET, export_cached, make_session, weights_digest
+from crossfeed.encoders.runtime import (
+    OPSET,
+    TEXT_QUANTS,
+    export_cached,
+    make_session,
+    weights_digest,
+)
 
 if TYPE_CHECKING:
     from crossfeed.encoders.image import ImageTower
@@ -137,8 +144,8 @@ class OnnxTextTower:
         cached graph, and open it with ``threads``."""
         import torch
 
-        if quant not in ("int8", "none"):
-            raise ValueError(f"quant must be int8 or none, not {quant!r}")
+        if quant not in TEXT_QUANTS:
+            raise ValueError(f"quant must be one of {TEXT_QUANTS}, not {quant!r}")
         started = time.perf_counter()
         model = tower._model
         digest = weights_digest(model, "text", str(model.max_seq_length))
@@ -157,11 +164,17 @@ class OnnxTextTower:
                 return self.net(features)["sentence_embedding"]
 
         args = tuple(sample[k] for k in names)
-        exported = export_cached(fp32, lambda p: _torch_export(_Sentence(), args, p, names))
+        with _eager_attention(model):
+            exported = export_cached(fp32, lambda p: _torch_export(_Sentence(), args, p, names))
         path = fp32
         if quant == "int8":
+            fused = fp32.with_name(f"text-{digest}.fused.onnx")
+            exported |= export_cached(fused, lambda p: _fuse_transformer(fp32, p, model))
             path = fp32.with_name(f"text-{digest}.int8.onnx")
-            exported |= export_cached(path, lambda p: _quantize_int8(fp32, p))
+            exported |= export_cached(path, lambda p: _quantize_int8(fused, p, keep_down=False))
+        elif quant == "int8-ffn-fp32":
+            path = fp32.with_name(f"text-{digest}.int8-ffn-fp32.onnx")
+            exported |= export_cached(path, lambda p: _quantize_int8(fp32, p, keep_down=True))
         onnx_tower = cls(tower, make_session(path, threads), path, quant)
         log.info(
             "text tower %s on onnxruntime, %s (%s %s) in %.1f s",
@@ -197,20 +210,65 @@ def _tokenize(model: Any, texts: list[str]) -> dict[str, Any]:
     return dict(fn(texts))
 
 
-def _quantize_int8(fp32: Path, out: Path) -> None:
-    """Dynamic int8 quantization of ``fp32``'s weight matrices into ``out``: per output
-    channel, activations quantized at run time per batch.
+@contextlib.contextmanager
+def _eager_attention(model: Any) -> Iterator[None]:
+    """Trace the transformer with plain (eager) attention, whose graph ONNX Runtime's
+    transformer optimizer recognises and fuses; the torch model is restored after."""
+    auto = getattr(model[0], "auto_model", None) if len(model) else None
+    config = getattr(auto, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    if auto is None or before in (None, "eager") or not hasattr(auto, "set_attn_implementation"):
+        yield
+        return
+    auto.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        auto.set_attn_implementation(before)
 
-    Two kinds of weights stay fp32, as measured on noisy posts against torch (mean
-    cosine 0.985 with everything quantized, 0.991 without them): the token embedding
-    table (a lookup, nothing to speed up) and the feed-forward down-projections
-    (weights wider in than out), whose inputs, GELU outputs, have the long tails that
-    8-bit activations represent worst.
+
+def _fuse_transformer(fp32: Path, out: Path, model: Any) -> None:
+    """ONNX Runtime's BERT fusions (attention, embedding + layer norm, skip layer norm,
+    bias GELU) into ``out``: exact in fp32, and the fused attention is what int8 speeds up
+    most. A model whose graph does not match is left as it was (still correct)."""
+    from onnxruntime.transformers import optimizer
+
+    config = getattr(getattr(model[0], "auto_model", None), "config", None)
+    fused = optimizer.optimize_model(
+        str(fp32),
+        model_type="bert",
+        num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
+        hidden_size=int(getattr(config, "hidden_size", 0) or 0),
+    )
+    counts = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
+    log.info("text graph fusions: %s", counts or "none")
+    fused.save_model_to_file(str(out))
+
+
+def _quantize_int8(fp32: Path, out: Path, *, keep_down: bool) -> None:
+    """Dynamic int8 quantization of ``fp32``'s weight matrices into ``out``: per output
+    channel, activations quantized at run time per batch (so a text's vector moves a
+    little with the texts batched beside it).
+
+    ``keep_down`` keeps the feed-forward down-projections (weights wider in than out)
+    and the embedding table fp32: their inputs, GELU outputs, have the long tails that
+    8-bit activations represent worst. Measured on noisy posts against torch: mean
+    cosine 0.993 with them kept, 0.987 without (README "Encoder runtimes").
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if not keep_down:  # the fused graph: quantize every op ONNX Runtime can
+        quantize_dynamic(
+            str(fp32),
+            str(out),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            # Fused contrib ops have no ONNX shape inference; their outputs are fp32.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+        return
     prepared = out.with_name(out.stem + ".prep.onnx")
     # Symbolic shape inference cannot follow the traced pooling; ONNX's own suffices.
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)

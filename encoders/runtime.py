@@ -31,10 +31,10 @@ log = logging.getLogger(__name__)
 
 RuntimeName = Literal["torch", "onnx"]
 RUNTIMES = ("auto", "torch", "onnx")
-TEXT_QUANTS = ("int8", "none")
+TEXT_QUANTS = ("int8", "int8-ffn-fp32", "none")
 # Bump when the exported graphs change (wrapper modules, opset, quantization recipe):
 # cached files of an older recipe are then never reused.
-EXPORT_RECIPE = "crossfeed-onnx-v1"
+EXPORT_RECIPE = "crossfeed-onnx-v2"
 OPSET = 17
 CACHE_SUBDIR = ".onnx"  # under the models directory; list_versions skips dot-directories
 

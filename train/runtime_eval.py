@@ -41,6 +41,7 @@ RUNTIMES: dict[str, tuple[str, str]] = {
     "torch": ("torch", "none"),
     "onnx-fp32": ("onnx", "none"),
     "onnx-int8": ("onnx", "int8"),
+    "onnx-int8-ffn-fp32": ("onnx", "int8-ffn-fp32"),
 }
 VALIDATION_FRACTION = 0.2
 MAX_MAP_LOSS = 0.01  # the bar: at most 1 % (relative) text->image mAP lost

@@ -101,11 +101,30 @@ def test_text_graph_fp32_matches_torch(text_tower: TextTower, cache_dir: Path) -
 
 
 def test_text_graph_int8_stays_close_to_torch(text_tower: TextTower, cache_dir: Path) -> None:
-    onnx = OnnxTextTower.from_torch(text_tower, cache_dir, threads=1, quant="int8")
-    assert onnx.runtime == "onnx-int8" and onnx.path.name.endswith(".int8.onnx")
-    cos = _cos(onnx.features(NOISY_POSTS), text_tower.features(NOISY_POSTS))
-    assert cos.mean() >= 0.99, cos
-    assert cos.min() >= 0.95, cos
+    """The careful recipe (FFN down-projections fp32) keeps mean cosine >= 0.99 even on
+    raw posts; the fast one (fused attention, every weight matrix int8) >= 0.985 on posts
+    as the embed stage hands them over (cleaned: emoji as words, no URLs), one-word posts
+    ("ugh", "lol") being the farthest (~0.965)."""
+    from crossfeed.core.text import clean_text
+
+    fast = OnnxTextTower.from_torch(text_tower, cache_dir, threads=1, quant="int8")
+    assert fast.runtime == "onnx-int8" and fast.path.name.endswith(".int8.onnx")
+    cleaned = [clean_text(t) for t in NOISY_POSTS]
+    cos = _cos(fast.features(cleaned), text_tower.features(cleaned))
+    assert cos.mean() >= 0.985 and cos.min() >= 0.95, cos
+
+    careful = OnnxTextTower.from_torch(text_tower, cache_dir, threads=1, quant="int8-ffn-fp32")
+    assert careful.runtime == "onnx-int8-ffn-fp32"
+    cos = _cos(careful.features(NOISY_POSTS), text_tower.features(NOISY_POSTS))
+    assert cos.mean() >= 0.99 and cos.min() >= 0.95, cos
+
+
+def test_export_leaves_the_torch_model_as_it_was(text_tower: TextTower, tmp_path: Path) -> None:
+    """Export traces with eager attention; the torch tower keeps its own afterwards."""
+    auto = text_tower._model[0].auto_model
+    before = auto.config._attn_implementation
+    OnnxTextTower.from_torch(text_tower, tmp_path, threads=1, quant="none")
+    assert auto.config._attn_implementation == before
 
 
 def test_long_posts_truncate_like_torch(text_tower: TextTower, cache_dir: Path) -> None:
