@@ -224,3 +224,26 @@ def test_embedder_falls_back_to_torch_when_export_fails(
 
     with pytest.raises(ModelLoadError, match="exporter exploded"):
         _ = _embedder(tmp_path, "onnx").image_tower  # asked for explicitly: an error
+
+
+@pytest.mark.parametrize(
+    ("env", "want"), [({}, "onnx"), ({"CROSSFEED_ENCODER_RUNTIME": "torch"}, "torch")]
+)
+def test_settings_choose_the_runtime_of_every_embedder(
+    env: dict[str, str], want: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers, the API and reindex build their embedder with load_embedder(settings)."""
+    from crossfeed.core.settings import Settings
+    from crossfeed.encoders.model import load_embedder
+
+    monkeypatch.setenv("CROSSFEED_DEVICE", "cpu")
+    monkeypatch.setenv("CROSSFEED_MODELS_DIR", str(tmp_path))
+    monkeypatch.delenv("CROSSFEED_ENCODER_RUNTIME", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    emb = load_embedder(Settings())
+    assert emb.runtime.name == want
+    assert emb._text is None and emb._image is None  # choosing loads nothing
+    with pytest.raises(ValueError):
+        monkeypatch.setenv("CROSSFEED_ONNX_TEXT_QUANT", "int4")
+        Settings()
