@@ -153,8 +153,23 @@ class SourceSettings(_Base):
 class EncoderSettings(_Base):
     # "auto" = CUDA when present, else CPU.
     device: str = Field(default="auto", alias="CROSSFEED_DEVICE")
-    # torch intra-op threads on CPU; 0 = half the cores (see encoders.model.apply_cpu_threads).
+    # torch and ONNX Runtime intra-op threads on CPU; 0 = half the cores
+    # (see encoders.model.apply_cpu_threads).
     cpu_threads: int = Field(default=0, ge=0, alias="CROSSFEED_CPU_THREADS")
+    # What runs the towers (encoders/runtime.py): "auto" = ONNX Runtime on the CPU when
+    # onnxruntime is importable, torch on CUDA; "torch"; "onnx" (CPU only). Measured on
+    # this 2-core box at 1 thread: README "Encoder runtimes".
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        default="auto", alias="CROSSFEED_ENCODER_RUNTIME"
+    )
+    # The ONNX text tower's weights: "int8" (fused attention, every weight matrix int8),
+    # "int8-ffn-fp32" (feed-forward down-projections kept fp32: closer to torch, slower)
+    # or "none" (fp32). Chosen by `crossfeed eval runtimes` (README "Encoder runtimes").
+    onnx_text_quant: Literal["int8", "int8-ffn-fp32", "none"] = Field(
+        default="int8", alias="CROSSFEED_ONNX_TEXT_QUANT"
+    )
+    # Where exported ONNX graphs are cached; empty = <models_dir>/.onnx.
+    onnx_cache_dir: Path | None = Field(default=None, alias="CROSSFEED_ONNX_CACHE_DIR")
     # A sentence-transformers name or path; empty = the offline all-MiniLM-L6-v2 package.
     text_model: str = Field(default="", alias="CROSSFEED_TEXT_MODEL")
     # A checkpoint path; empty = the offline EfficientNet-Lite0 package.
