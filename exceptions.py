@@ -37,3 +37,11 @@ def is_retriable(exc: BaseException) -> bool:
     if isinstance(exc, CrossfeedError):
         return exc.retriable
     return isinstance(exc, ConnectionError | TimeoutError)
+
+
+class CircuitOpenError(CrossfeedError):
+    """An engine failed recently and its circuit breaker is open: the call was not even
+    tried (:mod:`crossfeed.core.breaker`). Retriable: the breaker lets a trial call
+    through once its interval has passed."""
+
+    retriable = True

@@ -47,7 +47,7 @@ from crossfeed.api.trend_service import TrendService, open_tracker
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.exceptions import ConfigError, CrossfeedError
-from crossfeed.indexer.base import VectorIndex
+from crossfeed.indexer.base import IndexRow, VectorIndex
 from crossfeed.indexer.erasure import Eraser, default_eraser
 from crossfeed.trends.base import TrendTracker
 
@@ -92,6 +92,17 @@ def _collection_lister(
     return lambda: [(settings.milvus.collection, index.count(), True)]
 
 
+def _elsewhere(
+    settings: Settings, owned: VectorIndex | None
+) -> Callable[[str], list[IndexRow]] | None:
+    if owned is None:
+        return None
+    from crossfeed.indexer.collections import find_post_elsewhere
+
+    milvus = settings.milvus
+    return lambda post_id: find_post_elsewhere(milvus, post_id)
+
+
 async def _warm_index(state: AppState) -> None:
     """Make the index ready now if the engine answers; otherwise on first use."""
     try:
@@ -130,6 +141,7 @@ def create_app(
     eraser: Eraser | None = None,
     tombstones: Tombstones | None = None,
     trends: TrendTracker | None = None,
+    elsewhere: Callable[[str], list[IndexRow]] | None = None,
 ) -> FastAPI:
     """The crossfeed query API; pass any of the collaborators to replace the real ones.
 
@@ -140,6 +152,8 @@ def create_app(
     ``trends``: the tracker behind ``GET /v1/trends`` and ``filters.trend`` (default: the
     deployment's, opened on first use; with ``CROSSFEED_TRENDS=0`` and none given, the
     trends routes are not served).
+    ``elsewhere``: a post's rows in other model versions' collections (default: Milvus,
+    when the app built its own index).
     """
     access = _access(settings, keys, rate_limits)
     serve_trends = trends is not None or settings.trends.enabled
@@ -184,6 +198,7 @@ def create_app(
                 collections=CollectionsCache(_collection_lister(settings, idx, owned_index)),
                 route_paths=_served_paths(app),
                 trends=trend_service,
+                elsewhere=elsewhere or _elsewhere(settings, owned_index),
             )
             app.state.crossfeed = state
             await _warm_index(state)

@@ -9,8 +9,14 @@ without the route's scope: 403. ``/healthz`` and ``/readyz`` stay open (probes);
 Rate limits (``CROSSFEED_RATE_LIMIT``, per key, a moving window kept in Redis by the
 ``limits`` library) charge a request by its cost: an image upload (decode + image
 tower) costs :data:`UPLOAD_COST` units, anything else one. Over the limit: 429 with
-``Retry-After``. If Redis is unreachable, keys verified in the last minute stay valid and
-rate limits fail open (logged): an outage of the cache must not lock everyone out.
+``Retry-After``.
+
+Redis down: keys live only in Redis, so with auth on the API **fails closed**: a key that
+cannot be checked is refused with 503 (retriable), never let in unchecked. The one
+exception is a key this process verified in the last :data:`KEY_GRACE_S` seconds (it
+cannot have been revoked meanwhile without Redis). Rate limits then count in this
+process' memory (the same limit per key and process) until Redis answers again; the
+change is logged once each way, not per request.
 """
 
 from __future__ import annotations
@@ -80,10 +86,14 @@ class RateLimits:
 
     def __init__(self, limit: str, storage: Any) -> None:
         from limits import parse
+        from limits.aio.storage import MemoryStorage
         from limits.aio.strategies import MovingWindowRateLimiter
 
         self.item = parse(limit)
         self._limiter = MovingWindowRateLimiter(storage)
+        # While the shared store is away: the same limit, counted in this process.
+        self._local = MovingWindowRateLimiter(MemoryStorage())
+        self.local_since: float | None = None  # when counting locally began (None: shared)
 
     @classmethod
     def for_redis(cls, limit: str, redis_url: str, prefix: str) -> RateLimits:
@@ -100,10 +110,27 @@ class RateLimits:
         return cls(limit, MemoryStorage())
 
     async def charge(self, key_id: str, cost: int) -> float | None:
-        """None when ``cost`` fits in the key's budget, else seconds until it would."""
-        if await self._limiter.hit(self.item, key_id, cost=cost):
+        """None when ``cost`` fits in the key's budget, else seconds until it would.
+        The shared store unreachable: counted in this process instead (never open)."""
+        try:
+            retry_after = await self._hit(self._limiter, key_id, cost)
+        except Exception as exc:  # the limiter's store is down: count here, say so once
+            if self.local_since is None:
+                self.local_since = time.monotonic()
+                log.warning("rate limits counted in this process (store unavailable: %s)", exc)
+            return await self._hit(self._local, key_id, cost)
+        if self.local_since is not None:
+            log.warning(
+                "rate limits counted in the shared store again after %.0f s",
+                time.monotonic() - self.local_since,
+            )
+            self.local_since = None
+        return retry_after
+
+    async def _hit(self, limiter: Any, key_id: str, cost: int) -> float | None:
+        if await limiter.hit(self.item, key_id, cost=cost):
             return None
-        stats = await self._limiter.get_window_stats(self.item, key_id)
+        stats = await limiter.get_window_stats(self.item, key_id)
         return max(1.0, math.ceil(stats.reset_time - time.time()))
 
 
@@ -160,11 +187,7 @@ class Access:
 
     async def _charge(self, key: ApiKey, cost: int) -> None:
         assert self.limits is not None
-        try:
-            retry_after = await self.limits.charge(key.id, cost)
-        except Exception as exc:  # the limiter's store is down: fail open, loudly
-            log.warning("rate limits unavailable, not enforced: %s", exc)
-            return
+        retry_after = await self.limits.charge(key.id, cost)
         if retry_after is not None:
             raise RateLimitedError(
                 f"rate limit of {self.limits.item} exceeded for key {key.id}",

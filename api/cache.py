@@ -4,9 +4,13 @@ Keys hash the normalised query, the filters, ``top_k``, the index epoch and the
 model version (:func:`cache_key`), so a new batch of vectors (epoch bump) or a new
 model makes old entries unreachable; they then expire by TTL.
 
-The cache is an optimisation, never a dependency: every Redis failure is logged
-and answered as a miss / a no-op, and after one failure Redis is left alone for a
-short back-off so a dead cache does not add a timeout to every request.
+The cache is an optimisation, never a dependency: every Redis failure is answered as
+a miss / a no-op, and Redis calls go through a circuit breaker (:mod:`crossfeed.core.
+breaker`) so a dead cache costs one fast failure per interval, not a timeout per request.
+While the circuit is not closed the epoch reads as unknown, so searches neither read
+nor fill the cache and say ``"degraded": ["cache"]``: entries written before the outage
+may miss posts indexed during it, and the index worker's first epoch bump after the
+outage (owed while Redis was away) makes them unreachable.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from crossfeed.core.breaker import Outage, redis_outage
 from crossfeed.core.settings import RedisSettings
+from crossfeed.exceptions import CircuitOpenError
 from crossfeed.indexer.epoch import AsyncIndexEpoch
 
 log = logging.getLogger(__name__)
 
 KEY_VERSION = "v2"  # bump when the cached payload's shape changes (v2: pages, sources)
-_BACKOFF_S = 5.0
 
 
 def normalize_text_query(text: str) -> str:
@@ -97,17 +102,30 @@ class SearchCache(ABC):
     async def ping(self) -> bool:
         """True when the backing store answers (readiness)."""
 
+    @property
+    def degraded(self) -> bool:
+        """The backing store is away: searches are answered uncached."""
+        return False
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
 
 class RedisSearchCache(SearchCache):
-    def __init__(self, client: aioredis.Redis, *, prefix: str, ttl_s: int) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str,
+        ttl_s: int,
+        outage: Outage | None = None,
+    ) -> None:
         self._client = client
         self.prefix = prefix
         self._ttl = max(1, int(ttl_s))
         self._epoch = AsyncIndexEpoch(client, prefix)
-        self._down_until = 0.0
+        self.outage = outage or Outage("redis")
+        self._unread = False  # the last epoch read failed (before the circuit opened, too)
 
     @classmethod
     def from_settings(cls, settings: RedisSettings) -> RedisSearchCache:
@@ -117,43 +135,43 @@ class RedisSearchCache(SearchCache):
             socket_timeout=0.5,
             socket_connect_timeout=0.5,
         )
-        return cls(client, prefix=settings.key_prefix, ttl_s=settings.cache_ttl_s)
-
-    def _skipping(self) -> bool:
-        return time.monotonic() < self._down_until
-
-    def _failed(self, action: str, exc: BaseException) -> None:
-        log.warning(
-            "search cache %s failed, serving uncached for %.0fs: %s", action, _BACKOFF_S, exc
+        return cls(
+            client,
+            prefix=settings.key_prefix,
+            ttl_s=settings.cache_ttl_s,
+            outage=redis_outage(settings),
         )
-        self._down_until = time.monotonic() + _BACKOFF_S
+
+    @property
+    def degraded(self) -> bool:
+        return self._unread or self.outage.down
+
+    async def _guarded(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args)`` through the breaker; None when Redis failed or is known away."""
+        try:
+            return await self.outage.acall(fn, *args, **kwargs)
+        except CircuitOpenError:
+            return None
+        except Exception as exc:  # IndexUnavailableError, RedisError, OSError: degrade
+            log.debug("search cache %s failed: %s", action, exc)
+            return None
 
     async def epoch(self) -> int | None:
-        if self._skipping():
-            return None
-        try:
-            return await self._epoch.current()
-        except Exception as exc:  # IndexUnavailableError, OSError...: degrade, never fail a search
-            self._failed("epoch read", exc)
-            return None
+        state = await self.epoch_state()
+        return None if state is None else state[0]
 
     async def epoch_state(self) -> tuple[int, int | None] | None:
-        if self._skipping():
+        state = await self._guarded("epoch read", self._epoch.current_with_fence)
+        self._unread = state is None
+        if state is None or self.outage.down:
             return None
-        try:
-            return await self._epoch.current_with_fence()
-        except Exception as exc:  # as in epoch(): degrade to an uncached search
-            self._failed("epoch read", exc)
-            return None
+        epoch, fence = state
+        return int(epoch), fence
 
     async def get(self, key: str) -> dict[str, Any] | None:
-        if self._skipping():
+        if self.outage.down:
             return None
-        try:
-            raw = await self._client.get(key)
-        except (redis.RedisError, OSError) as exc:
-            self._failed("read", exc)
-            return None
+        raw = await self._guarded("read", self._client.get, key)
         if raw is None:
             return None
         try:
@@ -164,12 +182,10 @@ class RedisSearchCache(SearchCache):
         return value if isinstance(value, dict) else None
 
     async def set(self, key: str, value: dict[str, Any]) -> None:
-        if self._skipping():
+        if self.outage.down:
             return
-        try:
-            await self._client.set(key, json.dumps(value, separators=(",", ":")), ex=self._ttl)
-        except (redis.RedisError, OSError) as exc:
-            self._failed("write", exc)
+        payload = json.dumps(value, separators=(",", ":"))
+        await self._guarded("write", self._client.set, key, payload, ex=self._ttl)
 
     async def ping(self) -> bool:
         try:
@@ -223,3 +239,7 @@ class MemorySearchCache(SearchCache):
 
     async def ping(self) -> bool:
         return self.available
+
+    @property
+    def degraded(self) -> bool:
+        return not self.available

@@ -7,6 +7,7 @@ any of them through :func:`crossfeed.api.app.create_app`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,7 +24,7 @@ from crossfeed.api.search import SearchContext
 from crossfeed.api.tombstones import Tombstones
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
-from crossfeed.indexer.base import VectorIndex
+from crossfeed.indexer.base import IndexRow, VectorIndex
 from crossfeed.indexer.erasure import Eraser
 from crossfeed.live.thumbs import ThumbnailReader
 
@@ -52,6 +53,9 @@ class AppState:
     eraser: Eraser | None = None  # DELETE /v1/posts/{id}
     tombstones: Tombstones | None = None
     trends: TrendService | None = None  # GET /v1/trends, filters.trend (None: trends off)
+    # A post's rows in another model version's collection (blocking), for GET /v1/posts
+    # of a post (or a repost's original) the served collection does not hold.
+    elsewhere: Callable[[str], list[IndexRow]] | None = None
 
 
 def get_state(request: Request) -> AppState:
@@ -141,4 +145,5 @@ def search_context(
         max_depth=api.max_search_depth,
         retry_budget_s=api.retry_budget_s,
         thumbnails=thumbnails,
+        original_of=state.live.original_of if state.live is not None else None,
     )

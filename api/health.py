@@ -84,15 +84,23 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
 async def readyz(state: StateDep) -> JSONResponse:
-    """Ready when the broker and Redis answer and Milvus can answer a search (its collection
-    loaded); 503 names the engines that are not."""
+    """Ready when the broker answers and Milvus can answer a search (its collection
+    loaded); 503 names the engines that are not. Redis is checked and reported, but
+    without auth it does not gate readiness: searches are then answered uncached (marked
+    ``degraded``). With auth on it does: keys cannot be checked without it."""
 
     kafka_task = check_kafka(state.settings.kafka.bootstrap)
     results = await asyncio.gather(
         kafka_task, check_index(state), run_check("redis", state.cache.ping)
     )
     checks = dict(zip(("kafka", "milvus", "redis"), results, strict=True))
-    ok = all(c.ok for c in checks.values())
+    redis = checks["redis"]
+    if not redis.ok and not state.access.enabled:
+        checks["redis"] = CheckResult(
+            ok=False, detail=f"{redis.detail}; searches are answered uncached (degraded)"
+        )
+    gating = [c for name, c in checks.items() if name != "redis" or state.access.enabled]
+    ok = all(c.ok for c in gating)
     body = ReadyResponse(status="ok" if ok else "unavailable", checks=checks)
     if not ok:
         failed = [name for name, c in checks.items() if not c.ok]

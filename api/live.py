@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import redis
 import redis.asyncio as aioredis
 
 from crossfeed.api.live_models import CollectionStats
@@ -27,6 +28,7 @@ from crossfeed.core.settings import KafkaSettings, Settings
 from crossfeed.live.activity import Activity, read_activity
 from crossfeed.live.base import SubscriptionStore
 from crossfeed.live.freshness import IndexFreshness, read_index_freshness
+from crossfeed.live.keys import LiveKeys
 from crossfeed.live.lag import StageLag, measure_lag, stage_topics
 from crossfeed.live.memory import MemorySubscriptions
 from crossfeed.live.thumbs import ThumbnailReader
@@ -130,6 +132,7 @@ class LiveServices:
     prefix: str = "crossfeed"
     lag: LagMonitor = field(default_factory=lambda: LagMonitor(None, 0))
     owned: bool = False  # built by the app (closed by it) rather than injected
+    reposts: dict[str, str] = field(default_factory=dict)  # without Redis: repost -> original
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LiveServices:
@@ -154,6 +157,20 @@ class LiveServices:
             lag=LagMonitor.off(stage_topics(KafkaSettings())),
         )
 
+    async def original_of(self, post_id: str) -> str | None:
+        """The original a repost repeats (recorded by the normalize stage); None when
+        ``post_id`` is no known repost, or Redis cannot say."""
+        if self.redis is None:
+            return self.reposts.get(post_id)
+        try:
+            raw = await self.redis.get(LiveKeys(self.prefix).repost(post_id))
+        except (redis.RedisError, OSError) as exc:
+            log.debug("repost look-up failed: %s", exc)
+            return None
+        if raw is None:
+            return None
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
     async def index_freshness(self) -> IndexFreshness:
         if self.redis is None:
             return IndexFreshness()
@@ -164,9 +181,10 @@ class LiveServices:
             return Activity(window_s, {}, {}, [])
         return await read_activity(self.redis, self.prefix, window_s=window_s)
 
-    async def freshness(self) -> Freshness:
-        """The freshness object every search (and stats) answer carries."""
-        index = await self.index_freshness()
+    async def freshness(self, *, read_index: bool = True) -> Freshness:
+        """The freshness object every search (and stats) answer carries (``read_index``
+        False: without the index workers' record, which lives in Redis)."""
+        index = await self.index_freshness() if read_index else IndexFreshness()
         lags, at = self.lag.snapshot()
         return Freshness(
             indexed_through=_dt(index.indexed_through_ms),

@@ -24,3 +24,9 @@ class ApiMetrics(MetricsBundle):
         self.cache_hits = Counter("crossfeed_cache_hits", "Search cache hits", registry=r)
         self.cache_misses = Counter("crossfeed_cache_misses", "Search cache misses", registry=r)
         self.index_rows = Gauge("crossfeed_index_rows", "Rows in the index (last seen)", registry=r)
+        self.degraded = Gauge(
+            "crossfeed_degraded",
+            "1 while a part is away and answers are degraded (what: cache)",
+            ["what"],
+            registry=r,
+        )

@@ -324,6 +324,11 @@ class SearchResponse(BaseModel):
     freshness: Freshness | None = Field(
         default=None, description="the index's freshness when this answer was given"
     )
+    degraded: list[str] = Field(
+        default_factory=list,
+        description="parts that were away when this answer was given: 'cache' (Redis is "
+        "unreachable: the answer comes from the index, uncached)",
+    )
 
 
 class PostItem(BaseModel):
@@ -346,6 +351,11 @@ class PostResponse(BaseModel):
     lang: str | None
     created_at: datetime
     items: list[PostItem]
+    duplicate_of: str | None = Field(
+        default=None,
+        description="set when the post asked for is a repost: the id of the original it "
+        "repeats, whose stored fields this answer carries (a repost is not indexed itself)",
+    )
 
 
 class TagScore(BaseModel):

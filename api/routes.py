@@ -169,20 +169,31 @@ async def search(
         query = dataclasses.replace(query, post_ids=members)
     ctx = search_context(state, embedder, index, thumbnails=live.thumbnails)
     response = await run_search(ctx, query)
-    response.freshness = await live.freshness()
+    # Redis away (the answer is marked degraded): the index's freshness is not read.
+    response.freshness = await live.freshness(read_index=not response.degraded)
     return response
 
 
 @router.get("/posts/{post_id:path}", response_model=PostResponse, responses=ERRORS)
 async def get_post(
+    state: StateDep,
     index: IndexDep,
     settings: SettingsDep,
+    live: LiveDep,
     post_id: str = Path(min_length=1, max_length=MAX_ID_CHARS, pattern=PRINTABLE_ID),
 ) -> PostResponse:
-    """A post's stored fields (no vectors); 404 when the index does not hold it."""
+    """A post's stored fields (no vectors); 404 when no collection of this deployment
+    holds it. A repost answers with the original it repeats (``duplicate_of``); a post
+    indexed under another model version only, with that version's rows."""
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in post_id):
         raise BadRequestError("post id contains control characters")
-    rows = await engine_call(settings.api.retry_budget_s, index.get_post, post_id)
+    budget = settings.api.retry_budget_s
+    rows = await engine_call(budget, index.get_post, post_id)
+    original = None if rows else await live.original_of(post_id)
+    if original is not None:
+        rows = await engine_call(budget, index.get_post, original)
+    if not rows and state.elsewhere is not None:
+        rows = await engine_call(budget, state.elsewhere, original or post_id)
     if not rows:
         raise NotFoundError(f"post {post_id!r} is not in the index")
     main = next((r for r in rows if r.modality == "text"), rows[0])
@@ -205,4 +216,5 @@ async def get_post(
             )
             for r in rows
         ],
+        duplicate_of=original,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -96,6 +97,9 @@ class SearchContext:
     retry_budget_s: float = 0.0
     max_media_frames: int = DEFAULT_MAX_MEDIA_FRAMES
     thumbnails: ThumbnailReader | None = None
+    # A repost's original (it has no vectors of its own): a post-id query of a repost
+    # searches with the original's vector.
+    original_of: Callable[[str], Awaitable[str | None]] | None = None
 
 
 def thumbnail_url(post_id: str, item: int, moment: int | None) -> str:
@@ -173,6 +177,10 @@ async def query_vector(ctx: SearchContext, query: Query) -> list[float]:
         return _first_vector(out)
     assert query.post_id is not None
     rows = await engine_call(ctx.retry_budget_s, ctx.index.get_post, query.post_id)
+    if not rows and ctx.original_of is not None:
+        original = await ctx.original_of(query.post_id)
+        if original is not None:
+            rows = await engine_call(ctx.retry_budget_s, ctx.index.get_post, original)
     return list(query_row_for_post(rows, query.post_id, embedder.version).vector)
 
 
@@ -184,6 +192,10 @@ async def run_search(ctx: SearchContext, query: Query) -> SearchResponse:
     version = ctx.embedder.version
     state = await ctx.cache.epoch_state()
     epoch, fence = state if state is not None else (None, None)
+    # Redis away: no cache read or write (an entry from before the outage may miss posts
+    # indexed during it), no thumbnails, and the answer says so.
+    degraded = ["cache"] if ctx.cache.degraded else []
+    ctx.metrics.degraded.labels(what="cache").set(1.0 if degraded else 0.0)
     # An image is hashed off the event loop: an upload may be up to 10 MiB.
     identity = (
         await anyio.to_thread.run_sync(query.identity)
@@ -262,7 +274,7 @@ async def run_search(ctx: SearchContext, query: Query) -> SearchResponse:
             fingerprint,
         )
     results = [_to_result(h) for h in shown]
-    if ctx.thumbnails is not None:
+    if ctx.thumbnails is not None and not degraded:
         await attach_thumbnails(ctx.thumbnails, results)
     response = SearchResponse(
         results=results,
@@ -273,9 +285,12 @@ async def run_search(ctx: SearchContext, query: Query) -> SearchResponse:
         top_k=query.top_k,
         took_ms=0.0,
         next_cursor=next_cursor,
+        degraded=degraded,
     )
-    if key is not None:
-        payload = response.model_dump(mode="json", exclude={"cached", "took_ms", "freshness"})
+    if key is not None and not degraded:
+        payload = response.model_dump(
+            mode="json", exclude={"cached", "took_ms", "freshness", "degraded"}
+        )
         await ctx.cache.set(key, payload)
     elapsed = time.perf_counter() - started
     ctx.metrics.search_seconds.labels(cached="false").observe(elapsed)

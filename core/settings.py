@@ -74,6 +74,12 @@ class RedisSettings(_Base):
     url: SecretStr = Field(default=SecretStr("redis://127.0.0.1:6379/0"), alias="REDIS_URL")
     cache_ttl_s: int = Field(default=300, alias="CROSSFEED_CACHE_TTL")
     key_prefix: str = Field(default="crossfeed", alias="CROSSFEED_REDIS_PREFIX")
+    # The circuit breaker around Redis (core/breaker.py): open after this many failures in a
+    # row, then one trial call every breaker_reset_s seconds until Redis answers again.
+    breaker_failures: int = Field(default=2, ge=1, le=100, alias="CROSSFEED_REDIS_BREAKER_FAILURES")
+    breaker_reset_s: float = Field(
+        default=5.0, gt=0, le=300, alias="CROSSFEED_REDIS_BREAKER_RESET_S"
+    )
 
 
 class ApiSettings(_Base):
@@ -147,8 +153,23 @@ class SourceSettings(_Base):
 class EncoderSettings(_Base):
     # "auto" = CUDA when present, else CPU.
     device: str = Field(default="auto", alias="CROSSFEED_DEVICE")
-    # torch intra-op threads on CPU; 0 = half the cores (see encoders.model.apply_cpu_threads).
+    # torch and ONNX Runtime intra-op threads on CPU; 0 = half the cores
+    # (see encoders.model.apply_cpu_threads).
     cpu_threads: int = Field(default=0, ge=0, alias="CROSSFEED_CPU_THREADS")
+    # What runs the towers (encoders/runtime.py): "auto" = ONNX Runtime on the CPU when
+    # onnxruntime is importable, torch on CUDA; "torch"; "onnx" (CPU only). Measured on
+    # this 2-core box at 1 thread: README "Encoder runtimes".
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        default="auto", alias="CROSSFEED_ENCODER_RUNTIME"
+    )
+    # The ONNX text tower's weights: "int8" (fused attention, every weight matrix int8),
+    # "int8-ffn-fp32" (feed-forward down-projections kept fp32: closer to torch, slower)
+    # or "none" (fp32). Chosen by `crossfeed eval runtimes` (README "Encoder runtimes").
+    onnx_text_quant: Literal["int8", "int8-ffn-fp32", "none"] = Field(
+        default="int8", alias="CROSSFEED_ONNX_TEXT_QUANT"
+    )
+    # Where exported ONNX graphs are cached; empty = <models_dir>/.onnx.
+    onnx_cache_dir: Path | None = Field(default=None, alias="CROSSFEED_ONNX_CACHE_DIR")
     # A sentence-transformers name or path; empty = the offline all-MiniLM-L6-v2 package.
     text_model: str = Field(default="", alias="CROSSFEED_TEXT_MODEL")
     # A checkpoint path; empty = the offline EfficientNet-Lite0 package.
@@ -238,6 +259,9 @@ class LiveSettings(_Base):
     thumb_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, alias="CROSSFEED_THUMB_TTL")
     # The API re-reads per-stage consumer lag from the broker this often (0 = never).
     lag_refresh_s: float = Field(default=10.0, ge=0, alias="CROSSFEED_LAG_REFRESH_S")
+    # Standing-query matches an index worker holds in memory while Redis is away (written
+    # when it is back); beyond this many, new matches are dropped and counted.
+    match_buffer: int = Field(default=10_000, ge=0, alias="CROSSFEED_MATCH_BUFFER")
 
 
 class TrendSettings(_Base):

@@ -129,6 +129,8 @@ def _build(arch: str, state: Mapping[str, Any]) -> Any:
 class ImageTower:
     """EfficientNet feature extractor: images -> globally average-pooled features."""
 
+    runtime = "torch"
+
     def __init__(self, model: Any, arch: str, model_id: str, device: str) -> None:
         self._model = model
         self.arch = arch

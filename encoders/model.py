@@ -3,13 +3,14 @@
 Towers and heads load lazily, once, under a lock: a worker can construct the
 embedder at startup for free and pay the model load on the first batch (or call
 :meth:`SharedSpaceEmbedder.load` to pay it up front). Inference runs batched
-under ``torch.inference_mode()`` on CUDA when present, else on the CPU.
+under ``torch.inference_mode()`` on CUDA when present; on the CPU the towers run
+as ONNX Runtime graphs when it is installed (``CROSSFEED_ENCODER_RUNTIME``,
+:mod:`.runtime`), falling back to torch with a logged reason when that fails.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -20,16 +21,27 @@ import numpy as np
 from PIL import Image
 
 from crossfeed.encoders.base import Embedder
-from crossfeed.encoders.exceptions import MediaDecodeError
+from crossfeed.encoders.exceptions import MediaDecodeError, ModelLoadError
 from crossfeed.encoders.heads import HeadSet
 from crossfeed.encoders.media import VideoSource, decode_image, decode_video
+from crossfeed.encoders.runtime import (
+    EXPORT_RECIPE,
+    RuntimeChoice,
+    cache_dir_for,
+    choose_runtime,
+    cpu_thread_count,
+)
 from crossfeed.encoders.versions import load_heads
 from crossfeed.exceptions import ConfigError, InvalidInputError
 
 if TYPE_CHECKING:
     from crossfeed.core.settings import EncoderSettings, Settings
     from crossfeed.encoders.image import ImageTower
+    from crossfeed.encoders.onnx_towers import OnnxImageTower, OnnxTextTower
     from crossfeed.encoders.text import TextTower
+
+    AnyTextTower = TextTower | OnnxTextTower
+    AnyImageTower = ImageTower | OnnxImageTower
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +76,7 @@ def apply_cpu_threads(setting: int) -> int:
     """
     import torch
 
-    threads = setting if setting > 0 else max(1, (os.cpu_count() or 2) // 2)
+    threads = cpu_thread_count(setting)
     torch.set_num_threads(threads)
     return threads
 
@@ -87,8 +99,11 @@ class SharedSpaceEmbedder(Embedder):
         self._lock = threading.RLock()
         self._device: str | None = None
         self._runtime_ready = False
-        self._text: TextTower | None = None
-        self._image: ImageTower | None = None
+        self._runtime: RuntimeChoice | None = None
+        self._text: AnyTextTower | None = None
+        self._image: AnyImageTower | None = None
+        # Tower -> why it runs on torch although ONNX Runtime was chosen (export failed).
+        self.runtime_fallbacks: dict[str, str] = {}
         self._heads: HeadSet | None = None
         self._warned_towers: set[str] = set()
         self.load_seconds: dict[str, float] = {}
@@ -115,30 +130,81 @@ class SharedSpaceEmbedder(Embedder):
         return device
 
     @property
-    def text_tower(self) -> TextTower:
+    def runtime(self) -> RuntimeChoice:
+        """The runtime chosen for the towers on this machine (resolved once)."""
+        if self._runtime is None:
+            with self._lock:
+                if self._runtime is None:
+                    self._runtime = choose_runtime(self.settings.runtime, self.device)
+                    log.info("encoder runtime %s (%s)", self._runtime.name, self._runtime.reason)
+        return self._runtime
+
+    @property
+    def text_tower(self) -> AnyTextTower:
         if self._text is None:
             with self._lock:
                 if self._text is None:
                     from crossfeed.encoders.text import TextTower
 
                     started = time.perf_counter()
-                    self._text = TextTower.load(self.settings.text_model, self._prepare_runtime())
+                    tower = TextTower.load(self.settings.text_model, self._prepare_runtime())
+                    self._text = self._on_runtime("text", tower)
                     self.load_seconds["text"] = time.perf_counter() - started
         return self._text
 
     @property
-    def image_tower(self) -> ImageTower:
+    def image_tower(self) -> AnyImageTower:
         if self._image is None:
             with self._lock:
                 if self._image is None:
                     from crossfeed.encoders.image import ImageTower
 
                     started = time.perf_counter()
-                    self._image = ImageTower.load(
-                        self.settings.image_model, self._prepare_runtime()
-                    )
+                    tower = ImageTower.load(self.settings.image_model, self._prepare_runtime())
+                    self._image = self._on_runtime("image", tower)
                     self.load_seconds["image"] = time.perf_counter() - started
         return self._image
+
+    def tower_id(self, tower: str) -> str:
+        """What a tower's features depend on, for feature caches: the model setting
+        ("default" for the bundled one), plus the runtime when it is not torch (torch
+        keeps the plain id, so caches written before runtimes existed stay valid). Known
+        without loading the tower."""
+        s = self.settings
+        base = (s.text_model if tower == "text" else s.image_model) or "default"
+        if self.runtime.name == "torch":
+            return base
+        if tower == "text" and s.onnx_text_quant != "none":
+            return f"{base}|onnx-{s.onnx_text_quant}|{EXPORT_RECIPE}"
+        return f"{base}|onnx|{EXPORT_RECIPE}"
+
+    def _on_runtime(self, name: str, tower: Any) -> Any:
+        """``tower`` as the chosen runtime runs it: itself on torch, else its ONNX graph.
+
+        An export or session failure under ``auto`` keeps torch and says why (the
+        embedder still works, just slower); under an explicit ``onnx`` it is an error.
+        """
+        if self.runtime.name != "onnx":
+            return tower
+        s = self.settings
+        cache = cache_dir_for(s.onnx_cache_dir, self.models_dir)
+        threads = cpu_thread_count(s.cpu_threads)
+        try:
+            from crossfeed.encoders import onnx_towers
+
+            if name == "text":
+                return onnx_towers.OnnxTextTower.from_torch(
+                    tower, cache, threads, s.onnx_text_quant
+                )
+            return onnx_towers.OnnxImageTower.from_torch(tower, cache, threads)
+        except Exception as exc:  # export/ORT failures take many forms; all mean "use torch"
+            reason = f"{type(exc).__name__}: {exc}"
+            if s.runtime == "onnx":
+                msg = f"cannot run the {name} tower on onnxruntime: {reason}"
+                raise ModelLoadError(msg) from exc
+            log.warning("%s tower stays on torch: onnxruntime failed (%s)", name, reason)
+            self.runtime_fallbacks[name] = reason
+            return tower
 
     @property
     def heads(self) -> HeadSet:
@@ -191,6 +257,11 @@ class SharedSpaceEmbedder(Embedder):
             "version": self.heads.version,
             "dim": self.heads.dim,
             "device": self.device,
+            "runtime": self.runtime.name,
+            "runtime_reason": self.runtime.reason,
+            "text_runtime": getattr(self._text, "runtime", "torch") if self._text else None,
+            "image_runtime": getattr(self._image, "runtime", "torch") if self._image else None,
+            "runtime_fallbacks": dict(self.runtime_fallbacks),
             "text_model": self._text.model_id if self._text else None,
             "image_model": self._image.model_id if self._image else None,
             "load_seconds": dict(self.load_seconds),

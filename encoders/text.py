@@ -57,6 +57,8 @@ def _force_offline() -> None:
 class TextTower:
     """Wraps a loaded SentenceTransformer; ``features`` returns its raw embeddings."""
 
+    runtime = "torch"
+
     def __init__(self, model: Any, model_id: str, device: str) -> None:
         self._model = model
         self.model_id = model_id

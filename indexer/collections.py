@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from crossfeed.core.settings import MilvusSettings
+from crossfeed.indexer.base import IndexRow
 from crossfeed.indexer.client import milvus_client
 from crossfeed.indexer.exceptions import CollectionRefusedError, InvalidCollectionNameError
 
@@ -118,5 +119,35 @@ def drop_collection(settings: MilvusSettings, name: str) -> None:
         if not client.has_collection(name):
             raise CollectionRefusedError(f"no collection {name!r}")
         client.drop_collection(name)
+    finally:
+        client.close()
+
+
+def find_post_elsewhere(settings: MilvusSettings, post_id: str) -> list[IndexRow]:
+    """``post_id``'s rows in another loaded collection of this deployment (another model
+    version's), newest collection name first; [] when none holds it. Blocking; a
+    collection that is not loaded is skipped (loading one is an operator's decision)."""
+    from crossfeed.indexer.filters import post_expression
+    from crossfeed.indexer.schema import entity_to_row
+
+    base = settings.collection.split("__", 1)[0]
+    client = milvus_client(settings)
+    try:
+        names = sorted(
+            (n for n in client.list_collections() if ours(n, base)),
+            reverse=True,
+        )
+        for name in names:
+            if name == settings.collection:
+                continue
+            state = str(client.get_load_state(name).get("state", ""))
+            if not state.endswith("Loaded") or "NotLoad" in state:
+                continue
+            found = client.query(
+                name, filter=post_expression(post_id), output_fields=["*"], timeout=10.0
+            )
+            if found:
+                return sorted((entity_to_row(r) for r in found), key=lambda r: r.item)
+        return []
     finally:
         client.close()

@@ -56,6 +56,10 @@ class LiveKeys:
     def deadletters(self) -> str:
         return f"{self.prefix}:live:deadletters"
 
+    def repost(self, post_id: str) -> str:
+        """A repost's id -> the original post it repeats (written by the normalize stage)."""
+        return f"{self.prefix}:repost:{post_id}"
+
     def thumb(self, post_id: str, item: int, moment: int | None = None) -> str:
         base = f"{self.prefix}:thumb:{post_id}:{int(item)}"
         return base if moment is None else f"{base}:m{int(moment)}"

@@ -161,6 +161,15 @@ def create_app(
             """This worker's posts/s and dead letters, to Redis for the API's /v1/stats."""
             await asyncio.get_running_loop().run_in_executor(None, activity.flush)
 
+    index_stage = pipeline.index
+    if index_stage is not None and pipeline.outage is not None:
+
+        @app.timer(settings.redis.breaker_reset_s)
+        async def settle_owed() -> None:
+            """Pay what a Redis outage left owed (epoch bump, erasure checks, matches)
+            even when no batch comes to do it."""
+            await index_stage.settle()
+
     if "normalize" in stages:
         normalize_stage = pipeline.normalize
         assert normalize_stage is not None

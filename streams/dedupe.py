@@ -17,6 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from typing import Any
 
+from crossfeed.live.keys import LiveKeys
 from crossfeed.streams.exceptions import DedupeUnavailableError
 
 
@@ -45,8 +46,15 @@ class InMemoryDedupeStore(DedupeStore):
         self._ttl_s = ttl_s
         self._clock = clock
         self._owners: dict[str, tuple[str, float]] = {}
+        self.reposts: dict[str, str] = {}  # repost id -> the original's
 
     async def claim(self, content_hash: str, post_id: str) -> str:
+        owner = await self._claim(content_hash, post_id)
+        if owner != post_id:
+            self.reposts[post_id] = owner
+        return owner
+
+    async def _claim(self, content_hash: str, post_id: str) -> str:
         now = self._clock()
         owner = self._owners.get(content_hash)
         if owner is not None and owner[1] > now:
@@ -55,6 +63,7 @@ class InMemoryDedupeStore(DedupeStore):
         return post_id
 
     async def forget(self, post_id: str) -> None:
+        self.reposts.pop(post_id, None)
         for digest, (owner, _) in list(self._owners.items()):
             if owner == post_id:
                 del self._owners[digest]
@@ -74,6 +83,7 @@ class RedisDedupeStore(DedupeStore):
         self._prefix = f"{key_prefix}:dedupe:"
         # post id -> the content hash it claimed, so an erasure can release the claim.
         self._claims = f"{key_prefix}:dedupe-post:"
+        self._keys = LiveKeys(key_prefix)  # repost id -> original, read by GET /v1/posts
         self._ttl_s = ttl_s
 
     async def claim(self, content_hash: str, post_id: str) -> str:
@@ -88,7 +98,10 @@ class RedisDedupeStore(DedupeStore):
                     return post_id
                 owner = await self._redis.get(key)
                 if owner is not None:
-                    return owner.decode("utf-8") if isinstance(owner, bytes) else str(owner)
+                    first = owner.decode("utf-8") if isinstance(owner, bytes) else str(owner)
+                    if first != post_id:
+                        await self._redis.set(self._keys.repost(post_id), first, ex=self._ttl_s)
+                    return first
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise DedupeUnavailableError(f"redis unreachable for repost check: {exc}") from exc
         return post_id
@@ -106,7 +119,7 @@ class RedisDedupeStore(DedupeStore):
                     and (owner.decode() if isinstance(owner, bytes) else owner) == post_id
                 ):
                     await self._redis.delete(key)
-            await self._redis.delete(self._claims + post_id)
+            await self._redis.delete(self._claims + post_id, self._keys.repost(post_id))
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise DedupeUnavailableError(f"redis unreachable for erasure: {exc}") from exc
 

@@ -41,7 +41,7 @@ from crossfeed.core.settings import KafkaSettings
 from crossfeed.core.text import embedding_text
 from crossfeed.encoders.base import Embedder
 from crossfeed.encoders.moments import Moment, segment_moments
-from crossfeed.exceptions import CrossfeedError, InvalidInputError
+from crossfeed.exceptions import CircuitOpenError, CrossfeedError, InvalidInputError
 from crossfeed.live.thumbs import Thumbnail, make_thumbnail
 from crossfeed.streams.delivery import DeadLetters, Publisher, retry_forever
 from crossfeed.streams.exceptions import MediaError
@@ -216,7 +216,9 @@ class EmbedStage:
                     out.moments[number] = segment_moments([t for t, _ in timed], self._moment_s)
             except Exception as exc:  # any failure of one item sinks the post, never the batch
                 raise MediaError(f"media {number} ({item.kind}, {ref}): {exc}") from exc
-        if self._thumbs is not None:
+        if self._thumbs is not None and self._thumbs.skipping:  # Redis away: none made
+            self._metrics.thumbnails_skipped.inc(len(out.images) + len(out.videos))
+        elif self._thumbs is not None:
             out.thumbs = self._make_thumbnails(out)
         return out
 
@@ -249,11 +251,18 @@ class EmbedStage:
         return out
 
     async def _store_thumbnails(self, thumbs: list[Thumbnail]) -> None:
-        if not thumbs or self._thumbs is None:
+        policy = self._thumbs
+        if policy is None or not thumbs:
             return
         try:
-            await self._run(self._thumbs.writer.put, thumbs)
+            if policy.outage is None:
+                await self._run(policy.writer.put, thumbs)
+            else:
+                await self._run(policy.outage.call, policy.writer.put, thumbs)
+        except CircuitOpenError:
+            self._metrics.thumbnails_skipped.inc(len(thumbs))
         except CrossfeedError as exc:  # pictures are never worth holding up the stream
+            self._metrics.thumbnails_skipped.inc(len(thumbs))
             log.warning("could not store %d thumbnails: %s", len(thumbs), exc)
 
     # ------------------------------------------------------------------ embedding

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from crossfeed.core.breaker import Outage
 from crossfeed.core.settings import Settings
 from crossfeed.live.activity import ActivityPublisher
 from crossfeed.live.freshness import FreshnessRecorder
@@ -23,6 +24,11 @@ class ThumbnailPolicy:
     writer: ThumbnailWriter
     max_px: int = 256
     max_bytes: int = 32 * 1024
+    outage: Outage | None = None  # the breaker around Redis: while open, no thumbnails
+
+    @property
+    def skipping(self) -> bool:
+        return self.outage is not None and self.outage.down
 
 
 @dataclass
@@ -37,9 +43,15 @@ class LiveHooks:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, stages: Sequence[str], registry: Any
+        cls,
+        settings: Settings,
+        *,
+        stages: Sequence[str],
+        registry: Any,
+        outage: Outage | None = None,
     ) -> LiveHooks:
-        """Redis-backed hooks for ``stages`` (clients connect on first use)."""
+        """Redis-backed hooks for ``stages`` (clients connect on first use); ``outage``:
+        the worker's breaker around Redis (thumbnails are skipped while it is open)."""
         import redis
 
         from crossfeed.live.redis_store import RedisSubscriptionFeed
@@ -55,7 +67,7 @@ class LiveHooks:
         if "embed" in stages and settings.live.thumbnails:
             writer = ThumbnailWriter.from_url(url, prefix, ttl_s=settings.live.thumb_ttl_s)
             hooks.thumbnails = ThumbnailPolicy(
-                writer, settings.live.thumb_px, settings.live.thumb_max_bytes
+                writer, settings.live.thumb_px, settings.live.thumb_max_bytes, outage
             )
             hooks.closers.append(writer.close)
         client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)

@@ -11,6 +11,15 @@ bumped (with the index's write fence, so a search cached under the new epoch see
 these rows), the batch is matched against every standing query (a percolator,
 :mod:`crossfeed.live.percolator`), and the index freshness is recorded.
 
+Redis away (given an ``outage``, the circuit breaker around it): the stage keeps
+indexing. What it could not do is *owed* and done by :meth:`IndexStage.settle` once Redis
+answers (before the next batch, and on the worker's timer): the epoch bump (with the
+newest fence of the outage's batches, so the first bump after the outage makes every
+result cached before it unreachable), the erasure checks of the posts it indexed (an
+erased post's rows are then deleted), and the standing-query matches, held in memory up
+to ``match_buffer`` (more are dropped and counted). Subscriptions are matched as last
+loaded; freshness is not recorded.
+
 Version guard: a stage built with ``model_version`` writes only records of that
 version. Vectors of different versions live in different spaces (and may differ
 in dimension), so after a worker is switched to a new version and collection,
@@ -29,9 +38,10 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+from crossfeed.core.breaker import Outage
 from crossfeed.core.schema import VectorRecord
 from crossfeed.core.settings import KafkaSettings
-from crossfeed.exceptions import CrossfeedError
+from crossfeed.exceptions import CircuitOpenError, CrossfeedError
 from crossfeed.indexer.base import IndexRow, VectorIndex
 from crossfeed.indexer.erasure import ErasureLedger
 from crossfeed.live.base import Match
@@ -43,6 +53,7 @@ from crossfeed.streams.delivery import (
     retry_forever,
 )
 from crossfeed.streams.metrics import WorkerMetrics
+from crossfeed.streams.owed import OwedToRedis
 from crossfeed.streams.trends import TrendsStep, observations_from_rows
 
 log = logging.getLogger(__name__)
@@ -117,9 +128,14 @@ class IndexStage:
         freshness: FreshnessRecorder | None = None,
         erasures: ErasureLedger | None = None,
         trends: TrendsStep | None = None,
+        outage: Outage | None = None,
+        match_buffer: int = 10_000,
     ) -> None:
         self._erasures = erasures
         self._trends = trends
+        self._outage = outage
+        self._owed = OwedToRedis(metrics, max(0, match_buffer))
+        self._settling: asyncio.Lock | None = None
         self._index: VectorIndex | None = index if isinstance(index, VectorIndex) else None
         self._index_factory = None if isinstance(index, VectorIndex) else index
         self._ready_dims: set[int] = set()
@@ -158,6 +174,7 @@ class IndexStage:
     async def handle_batch(self, values: Sequence[bytes | None]) -> IndexReport:
         report = IndexReport(records=len(values))
         self._metrics.posts_in.labels(stage="index").inc(len(values))
+        await self.settle()
         pending: dict[str, _Pending] = {}  # a replayed record in the same batch: last one wins
         wanted = await self._wanted_version()
         for value in values:
@@ -197,11 +214,8 @@ class IndexStage:
         self._metrics.indexed.inc(written)
         self._metrics.posts_out.labels(stage="index").inc(written)
         if written and self._epoch is not None:
-            epoch = self._epoch
             fence = await self._run(self._get_index().write_fence)
-            # Without a fence, call bump() bare: epochs written for indexes that have none.
-            bump = (lambda: epoch.bump(fence)) if fence else (lambda: epoch.bump())
-            report.epoch = await retry_forever(lambda: self._run(bump), what="epoch bump")
+            report.epoch = await self._bump(fence)
         if accepted:
             self._observe_trends(accepted)
             report.matches = await self._after_accept(accepted, matching)
@@ -219,12 +233,83 @@ class IndexStage:
             self._metrics.trends_errors.inc()
             log.warning("trends step: batch not observed: %s: %s", type(exc).__name__, exc)
 
+    async def _bump(self, fence: int | None) -> int | None:
+        """Bump the epoch with ``fence``; owed (None) while Redis is away."""
+        epoch = self._epoch
+        assert epoch is not None
+        # Without a fence, call bump() bare: epochs written for indexes that have none.
+        bump = (lambda: epoch.bump(fence)) if fence else (lambda: epoch.bump())
+        outage = self._outage
+        if outage is None:
+            return await retry_forever(lambda: self._run(bump), what="epoch bump")
+        try:
+            return int(await self._run(outage.attempt_sync, bump))
+        except CircuitOpenError:
+            self._owed.owe_bump(fence)
+            return None
+
+    @property
+    def owed(self) -> dict[str, int]:
+        """What an outage of Redis left to do (see :meth:`settle`)."""
+        return self._owed.summary()
+
+    async def settle(self) -> bool:
+        """Pay what a Redis outage left owed, if Redis answers now: erasure checks first
+        (an erased post's rows go), then the epoch bump, then the buffered matches. True
+        when nothing is owed any more. Safe to call at any time (the worker's timer)."""
+        outage, owed = self._outage, self._owed
+        if outage is None or not owed:
+            return True
+        if outage.state == "open":
+            return False
+        self._settling = self._settling or asyncio.Lock()
+        async with self._settling:
+            try:
+                await self._settle_erasures(outage)
+                if owed.bump:  # with the fence of any deletion the checks just made, too
+                    now = await self._run(self._get_index().write_fence)
+                    epoch = await self._bump(max(owed.fence or 0, now or 0) or None)
+                    if epoch is not None:
+                        owed.bump_paid(epoch)
+                if owed.matches and self._percolator is not None:
+                    percolator, found = self._percolator, list(owed.matches)
+                    new = await self._run(outage.attempt_sync, lambda: percolator.record(found))
+                    owed.matches_paid(len(found), new)
+                    self._metrics.matches.inc(new)
+            except CircuitOpenError:
+                return False
+        return not owed
+
+    async def _settle_erasures(self, outage: Outage) -> None:
+        if not self._owed.checks or self._erasures is None:
+            return
+        ledger, ids = self._erasures, set(self._owed.checks)
+        erased = await outage.attempt(lambda: ledger.erased(ids))
+        if erased:
+            index = self._get_index()
+            await retry_forever(
+                lambda: self._run(index.delete_posts, sorted(erased)), what="erasure of rows"
+            )
+            log.warning("removed %d post(s) erased before the outage", len(erased))
+        self._owed.checks_paid(ids)
+
+    async def _erased(self, ids: set[str]) -> set[str]:
+        """Which of ``ids`` were erased; while Redis is away, none (the check is owed)."""
+        assert self._erasures is not None
+        ledger, outage = self._erasures, self._outage
+        if outage is None:
+            return await retry_forever(lambda: ledger.erased(ids), what="erasure check")
+        try:
+            return await outage.attempt(lambda: ledger.erased(ids))
+        except CircuitOpenError:
+            self._owed.owe_checks(ids)
+            return set()
+
     async def _without_erased(self, pending: dict[str, _Pending]) -> dict[str, _Pending]:
         """Erase wins: records of posts erased while they were on their way are dropped."""
         if self._erasures is None or not pending:
             return pending
-        ledger, ids = self._erasures, {p.row.post_id for p in pending.values()}
-        erased = await retry_forever(lambda: ledger.erased(ids), what="erasure check")
+        erased = await self._erased({p.row.post_id for p in pending.values()})
         if not erased:
             return pending
         self._metrics.erased_dropped.inc(len(erased))
@@ -236,8 +321,7 @@ class IndexStage:
         not exist yet: delete what the upsert just wrote of those posts, and notify nobody."""
         if self._erasures is None or not accepted:
             return accepted
-        ledger, ids = self._erasures, {p.row.post_id for p in accepted}
-        erased = await retry_forever(lambda: ledger.erased(ids), what="erasure check")
+        erased = await self._erased({p.row.post_id for p in accepted})
         if not erased:
             return accepted
         index = self._get_index()
@@ -250,9 +334,25 @@ class IndexStage:
     def _start_matching(self, rows: list[IndexRow]) -> asyncio.Future[list[Match]] | None:
         if self._percolator is None:
             return None
-        percolator = self._percolator
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._match_executor, percolator.match_batch, rows)
+        return loop.run_in_executor(self._match_executor, self._match_rows, rows)
+
+    def _match_rows(self, rows: list[IndexRow]) -> list[Match]:
+        """Refresh the subscriptions (one Redis read) and match (blocking). With a breaker,
+        Redis away: the subscriptions as last loaded."""
+        percolator = self._percolator
+        assert percolator is not None
+        if self._outage is None:
+            return percolator.match_batch(rows)
+        try:
+            self._outage.call(percolator.refresh)
+        except CircuitOpenError:
+            pass
+        except CrossfeedError as exc:
+            if not exc.retriable:
+                raise
+            log.debug("subscriptions not refreshed: %s", exc)
+        return percolator.match(rows)
 
     async def _matches(
         self, accepted: list[_Pending], matching: asyncio.Future[list[Match]] | None
@@ -267,9 +367,9 @@ class IndexStage:
             except CrossfeedError as exc:
                 log.warning("matching during the upsert failed, matching again: %s", exc)
         if found is None:
-            percolator, rows = self._percolator, [p.row for p in accepted]
+            rows = [p.row for p in accepted]
             again: list[Match] = await retry_forever(
-                lambda: self._run(percolator.match_batch, rows), what="matching standing queries"
+                lambda: self._run(self._match_rows, rows), what="matching standing queries"
             )
             found = again
         taken = {p.row.row_id for p in accepted}  # rows the index refused notify nobody
@@ -292,17 +392,16 @@ class IndexStage:
             started = time.perf_counter()
             found = await self._matches(accepted, matching)
             if found:
-                matches = await retry_forever(
-                    lambda: self._run(percolator.record, found), what="recording matches"
-                )
+                matches = await self._record(percolator, found)
             self._metrics.percolate_seconds.observe(time.perf_counter() - started)
             self._metrics.matches.inc(matches)
-        if self._freshness is not None:
+        if self._freshness is not None and not (self._outage and self._outage.down):
             produced = [p.produced_ms for p in accepted if p.produced_ms is not None]
             freshness = self._freshness
             try:
                 await self._run(
-                    lambda: freshness.record(
+                    lambda: self._guarded(
+                        freshness.record,
                         newest_event_ms=max(r.created_at_ms for r in rows),
                         oldest_produced_ms=min(produced) if produced else None,
                         rows=len(rows),
@@ -311,9 +410,34 @@ class IndexStage:
                         ),
                     )
                 )
+            except CircuitOpenError:
+                pass  # Redis went away: freshness is informational
             except CrossfeedError as exc:
                 log.warning("could not record index freshness: %s", exc)
         return matches
+
+    def _guarded(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args)`` through the breaker when there is one (blocking)."""
+        if self._outage is None:
+            return fn(*args, **kwargs)
+        return self._outage.call(fn, *args, **kwargs)
+
+    async def _record(self, percolator: Percolator, found: list[Match]) -> int:
+        """Record ``found``; while Redis is away, hold them (up to the buffer's bound)."""
+        outage = self._outage
+        if outage is None:
+            return int(
+                await retry_forever(
+                    lambda: self._run(percolator.record, found), what="recording matches"
+                )
+            )
+        if not self._owed.matches:  # else after those held (settle writes them first)
+            try:
+                return int(await self._run(outage.attempt_sync, lambda: percolator.record(found)))
+            except CircuitOpenError:
+                pass
+        self._owed.hold(found)
+        return 0
 
     async def _wanted_version(self) -> str | None:
         version = self._model_version

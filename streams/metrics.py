@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from crossfeed.core.metrics import LATENCY_BUCKETS, MetricsBundle
 
@@ -100,5 +100,43 @@ class WorkerMetrics(MetricsBundle):
             "crossfeed_trends_batch_seconds",
             "One tracker call (a batch of observations)",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # Redis away (core/breaker.py): what degrades, and what is owed for later.
+        self.degraded = Gauge(
+            "crossfeed_degraded",
+            "1 while a part is away and the stages degrade (what: dedupe, epoch, matches, "
+            "thumbnails, erasure_checks)",
+            ["what"],
+            registry=r,
+        )
+        self.repost_checks_skipped = Counter(
+            "crossfeed_repost_checks_skipped",
+            "Posts forwarded as originals without a repost check (Redis was away)",
+            registry=r,
+        )
+        self.epoch_bump_owed = Gauge(
+            "crossfeed_epoch_bump_owed",
+            "1 while an index epoch bump is owed (Redis away); paid when it is back",
+            registry=r,
+        )
+        self.matches_buffered = Gauge(
+            "crossfeed_matches_buffered",
+            "Standing-query matches held in memory until Redis is back",
+            registry=r,
+        )
+        self.matches_dropped = Counter(
+            "crossfeed_matches_dropped",
+            "Standing-query matches dropped: the buffer was full while Redis was away",
+            registry=r,
+        )
+        self.erasure_checks_owed = Gauge(
+            "crossfeed_erasure_checks_owed",
+            "Posts indexed without an erasure check (Redis away), checked when it is back",
+            registry=r,
+        )
+        self.thumbnails_skipped = Counter(
+            "crossfeed_thumbnails_skipped",
+            "Thumbnails not stored (Redis was away)",
             registry=r,
         )

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from pydantic import ValidationError
 
+from crossfeed.core.breaker import Outage
 from crossfeed.core.kafka import MAX_MESSAGE_BYTES
 from crossfeed.core.schema import MAX_ID_CHARS, CleanPost, Post
 from crossfeed.core.settings import KafkaSettings
 from crossfeed.core.text import clean_text_and_hashtags, content_hash, merge_hashtags
+from crossfeed.exceptions import CircuitOpenError
 from crossfeed.indexer.erasure import Eraser
 from crossfeed.streams.dedupe import DedupeStore
 from crossfeed.streams.delivery import (
@@ -26,6 +29,8 @@ from crossfeed.streams.trends import TrendsStep, repost_observation
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 class NormalizeStage:
     """``posts.raw`` -> ``posts.clean``: parse, validate, clean, detect reposts.
@@ -35,6 +40,13 @@ class NormalizeStage:
     does not embed them (the original's vectors already answer queries).
     A post with nothing left to embed after cleaning (only links or mentions)
     is dead-lettered rather than silently dropped.
+
+    ``outage``: the circuit breaker around Redis. Given one, the stage keeps going while
+    Redis is away: the repost check is skipped (the post goes on as an original, counted
+    in ``crossfeed_repost_checks_skipped`` and logged once per outage) and so is the
+    erasure check (the index stage owes it and makes it when Redis is back). A tombstone
+    still waits for Redis: an erasure is never skipped. Without one, every Redis call is
+    retried until it passes (the stage waits for Redis).
     """
 
     def __init__(
@@ -48,9 +60,12 @@ class NormalizeStage:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         eraser: Eraser | None = None,
         trends: TrendsStep | None = None,
+        outage: Outage | None = None,
     ) -> None:
         self._eraser = eraser
         self._trends = trends
+        self._outage = outage
+        self._skipping_since: int | None = None  # the outage whose skips were logged
         self._dedupe = dedupe
         self._publisher = publisher
         self._topic_clean = topics.topic_clean
@@ -79,7 +94,8 @@ class NormalizeStage:
         post = post_or_none
         if self._eraser is not None:
             ledger = self._eraser.ledger
-            erased = await retry_forever(lambda: ledger.erased([post.id]), what="erasure check")
+            nothing: set[str] = set()  # Redis away: the index stage owes the check
+            erased = await self._redis(lambda: ledger.erased([post.id]), "erasure check", nothing)
             if erased:
                 self._metrics.erased_dropped.inc()
                 log.info("post %s was erased before it arrived; dropped", post.id)
@@ -100,9 +116,10 @@ class NormalizeStage:
             reason = "nothing left to index after cleaning (only links/mentions)"
             await self._dead.send("normalize", reason, payload, post.id)
             return "deadletter"
-        owner = await retry_forever(
-            lambda: self._dedupe.claim(digest, post.id), what="repost check"
-        )
+        owner = await self._redis(lambda: self._dedupe.claim(digest, post.id), "repost check")
+        if owner is None:
+            self._metrics.repost_checks_skipped.inc()
+            owner = post.id
         duplicate_of = owner if owner != post.id else None
         clean = CleanPost(
             post=post,
@@ -136,6 +153,26 @@ class NormalizeStage:
         except Exception as exc:  # trends are optional: a bug here must not cost the post
             self._metrics.trends_errors.inc()
             log.warning("trends step: repost %s not observed: %s", clean.post.id, exc)
+
+    async def _redis(
+        self, call: Callable[[], Awaitable[T]], what: str, fallback: T | None = None
+    ) -> T | None:
+        """``call()``: retried until it passes without a breaker; with one, ``fallback``
+        while Redis is away (logged once per outage)."""
+        outage = self._outage
+        if outage is None:
+            return await retry_forever(call, what=what)
+        try:
+            return await outage.attempt(call)
+        except CircuitOpenError as exc:
+            if self._skipping_since != outage.outages:
+                self._skipping_since = outage.outages
+                log.warning(
+                    "Redis is away (%s): posts go on without repost or erasure checks, "
+                    "as originals, until it is back",
+                    exc,
+                )
+            return fallback
 
     async def _erase(self, post_id: str) -> str:
         eraser = self._eraser

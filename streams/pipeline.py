@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from crossfeed.core.breaker import Outage, redis_outage
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.base import Embedder
 from crossfeed.exceptions import ConfigError
@@ -52,6 +53,7 @@ class Pipeline:
     eraser: Eraser | None = None
     owns_eraser: bool = False
     trends: TrendsStep | None = None
+    outage: Outage | None = None  # the breaker around Redis the stages share
     closers: list[Any] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -83,6 +85,7 @@ def build_pipeline(
     live: LiveHooks | None = None,
     eraser: Eraser | Literal["auto"] | None = "auto",
     trends: TrendsStep | Literal["auto"] | None = "auto",
+    outage: Outage | Literal["auto"] | None = "auto",
 ) -> Pipeline:
     """Stage objects for ``stages``; defaults talk to the configured engines, lazily.
 
@@ -95,13 +98,29 @@ def build_pipeline(
     ``trends``: the trends step (streams/trends.py) fed by normalize (reposts) and index;
     "auto" builds it on the configured Redis under the same condition, unless
     ``CROSSFEED_TRENDS=0``; None turns it off.
+    ``outage``: the circuit breaker around Redis, with which the stages keep going while
+    Redis is away (see the stages); "auto" builds one unless a fake dedupe store or epoch
+    was given, None makes every Redis call wait for Redis (retried until it passes).
     """
     stages = check_stages(stages)
     if allow_private_hosts is None:
         allow_private_hosts = settings.stream.allow_private_urls
     pipe = Pipeline(metrics=metrics or WorkerMetrics())
+    if outage == "auto":
+        outage = redis_outage(settings.redis) if dedupe is None and epoch is None else None
+    assert outage != "auto"
+    pipe.outage = outage
+    if outage is not None:
+        watched = {"normalize": ["dedupe"], "embed": ["thumbnails"], "index": ["epoch"]}
+        if "index" in stages:
+            watched["index"] += ["matches", "erasure_checks"]
+        for stage in stages:
+            for what in watched[stage]:
+                outage.watch(pipe.metrics.degraded.labels(what=what))
     if live is None:
-        live = LiveHooks.from_settings(settings, stages=stages, registry=pipe.metrics.registry)
+        live = LiveHooks.from_settings(
+            settings, stages=stages, registry=pipe.metrics.registry, outage=outage
+        )
         pipe.closers.append(live.close)
     pipe.live = live
     if eraser == "auto":
@@ -132,6 +151,7 @@ def build_pipeline(
             metrics=pipe.metrics,
             eraser=eraser,
             trends=trends,
+            outage=outage,
         )
     # The index stage writes only this version (None = any); see IndexStage.
     index_version: str | Callable[[], str] | None = None
@@ -194,6 +214,8 @@ def build_pipeline(
             freshness=live.freshness,
             erasures=eraser.ledger if eraser is not None else None,
             trends=trends,
+            outage=outage,
+            match_buffer=settings.live.match_buffer,
         )
     return pipe
 

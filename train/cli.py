@@ -28,6 +28,7 @@ _EVAL_REGISTRARS: tuple[tuple[str, str], ...] = (
     ("crossfeed.train.clipart", "add_clipart_eval"),
     ("crossfeed.train.moments_eval", "add_moments_eval"),
     ("crossfeed.train.trends_cmd", "add_trends_eval"),
+    ("crossfeed.train.runtime_eval", "add_runtimes_eval"),
 )
 _COMMAND_REGISTRARS: tuple[tuple[str, str], ...] = (
     ("crossfeed.train.train_cmd", "add_train_command"),

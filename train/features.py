@@ -188,8 +188,8 @@ def extract_features(
     roots = [base_dir, *[Path(r) for r in media_roots]]
     cache = FeatureCache(cache_path or posts_jsonl.with_name(posts_jsonl.name + ".features.npz"))
     s = embedder.settings
-    text_id = f"{CACHE_FORMAT}|text|{s.text_model or 'default'}"
-    image_id = f"{CACHE_FORMAT}|image|{s.image_model or 'default'}"
+    text_id = f"{CACHE_FORMAT}|text|{embedder.tower_id('text')}"
+    image_id = f"{CACHE_FORMAT}|image|{embedder.tower_id('image')}"
     video_id = f"{image_id}|video|{s.video_fps}|{s.video_max_frames}"
 
     skipped: dict[str, int] = {}

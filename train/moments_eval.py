@@ -162,7 +162,7 @@ def run_moments_eval(
     enc = settings.encoder
     frames = md.CachedFrameFeatures(
         embedder.image_features,
-        f"image|{enc.image_model or 'default'}",
+        f"image|{embedder.tower_id('image')}",
         out / "cache" / "frames.features.npz",
     )
     decode = md.production_decoder(enc)

@@ -68,7 +68,7 @@ def text_features_cached(
     from crossfeed.train.features import FeatureCache
 
     cache = FeatureCache(cache_path)
-    model = embedder.settings.text_model or "default"
+    model = embedder.tower_id("text")
 
     def key(text: str) -> str:
         return hashlib.sha256(f"{TEXT_CACHE_FORMAT}|{model}|{text}".encode()).hexdigest()

@@ -6,6 +6,12 @@ corpus' slideshow videos (frames sampled as the pipeline samples them). Decoding
 timed apart from embedding, so the numbers say where the time goes. Each modality
 is measured ``repeats`` times after one warm-up batch; the ratios image/text and
 video/text compare medians of the same run.
+
+On a CPU the other tower runtime is measured beside the configured one (torch and
+ONNX Runtime, :mod:`crossfeed.encoders.runtime`): their repeats alternate, so load
+from other processes falls on both alike, and the report gives each modality's
+speed-up (ONNX Runtime median / torch median) and how far the runtimes' features
+agree (cosine per item).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import cycle, islice
 from pathlib import Path
 from typing import Any
@@ -32,16 +39,43 @@ def _take(items: Sequence[Any], n: int) -> list[Any]:
 
 
 def _timed_rates(
-    fn: Callable[[], object], count: int, repeats: int, label: str, progress: bool
-) -> list[float]:
+    fns: dict[str, Callable[[], object]], count: int, repeats: int, label: str, progress: bool
+) -> dict[str, list[float]]:
+    """Items/s of each function over ``repeats`` rounds, the functions alternating."""
     from tqdm import tqdm
 
-    rates = []
+    rates: dict[str, list[float]] = {name: [] for name in fns}
     for _ in tqdm(range(repeats), desc=f"bench {label}", unit="rep", disable=not progress):
-        t0 = time.perf_counter()
-        fn()
-        rates.append(count / (time.perf_counter() - t0))
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            rates[name].append(count / (time.perf_counter() - t0))
     return rates
+
+
+def _agreement(a: Any, b: Any) -> dict[str, float]:
+    """Cosine per row between two runtimes' features of the same items."""
+    import numpy as np
+
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    cos = (x * y).sum(1) / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1), 1e-12)
+    return {"cos_mean": float(cos.mean()), "cos_min": float(cos.min())}
+
+
+def _other_runtime(settings: Settings, emb: Any, batch_size: int) -> Any:
+    """An embedder on the other tower runtime, for the side-by-side figures (None when
+    there is none here: not on a CPU, or ONNX Runtime is not installed)."""
+    from crossfeed.encoders.model import SharedSpaceEmbedder
+    from crossfeed.encoders.runtime import onnxruntime_version
+
+    if emb.device != "cpu":
+        return None
+    chosen = emb.runtime.name
+    if chosen == "torch" and onnxruntime_version() is None:
+        return None
+    other = "torch" if chosen == "onnx" else "onnx"
+    enc = settings.encoder.model_copy(update={"runtime": other})
+    return SharedSpaceEmbedder(enc, settings.models_dir, batch_size=batch_size).load()
 
 
 def _media_bytes(post: Any) -> bytes:
@@ -60,11 +94,13 @@ def run_encoders_bench(
     repeats: int = 3,
     batch_size: int = 32,
     progress: bool = True,
+    compare: bool = True,
 ) -> tuple[BenchReport, Any]:
     """Measure load time and texts/images/videos per second; returns (report, embedder).
 
     The loaded embedder is returned so ``bench all`` can hand it to the API instead of
-    loading the models a second time.
+    loading the models a second time. ``compare`` measures the other tower runtime
+    beside it (on a CPU).
     """
     from crossfeed.encoders.model import load_embedder
 
@@ -74,8 +110,16 @@ def run_encoders_bench(
     emb = embedder or load_embedder(settings, batch_size=batch_size).load()
     load_s = time.perf_counter() - t0
     info = emb.info()
+    other = _other_runtime(settings, emb, batch_size) if compare else None
+    from crossfeed.encoders.runtime import cpu_thread_count
+
     results: dict[str, Any] = {
         "device": info["device"],
+        "runtime": info["runtime"],
+        "text_runtime": info["text_runtime"],
+        "image_runtime": info["image_runtime"],
+        "runtime_fallbacks": info["runtime_fallbacks"],
+        "cpu_threads": cpu_thread_count(settings.encoder.cpu_threads),
         "model_version": info["version"],
         "dim": info["dim"],
         "text_model": info["text_model"],
@@ -88,11 +132,30 @@ def run_encoders_bench(
     }
     posts = corpus.posts
     thr = results["throughput"]
+    embs = {info["runtime"]: emb} | ({other.runtime.name: other} if other is not None else {})
+    side: dict[str, dict[str, Any]] = {name: {} for name in embs}
+    agree: dict[str, dict[str, float]] = {}
+
+    def measure(modality: str, call: Callable[[Any], object], count: int) -> list[float]:
+        """Rates of every runtime (alternating); the configured one's are returned."""
+        rates = _timed_rates(
+            {name: partial(call, e) for name, e in embs.items()},
+            count,
+            repeats,
+            modality,
+            progress,
+        )
+        for name, r in rates.items():
+            side[name][modality] = summarize(r)
+        return rates[info["runtime"]]
 
     text_items = _take([p.text for p in posts if p.text.strip()], texts)
-    emb.embed_texts(text_items[:batch_size])  # warm-up
-    rates = _timed_rates(lambda: emb.embed_texts(text_items), texts, repeats, "text", progress)
+    for e in embs.values():
+        e.embed_texts(text_items[:batch_size])  # warm-up
+    rates = measure("text", lambda e: e.embed_texts(text_items), texts)
     thr["text"] = {"unit": "posts/s", "items": texts, "per_s": rates, "summary": summarize(rates)}
+    if other is not None:
+        agree["text"] = _agreement(emb.text_features(text_items), other.text_features(text_items))
 
     raw = [_media_bytes(p) for p in _take([p for p in posts if modality(p) == "image"], images)]
     decode_ms, pictures = [], []
@@ -101,8 +164,11 @@ def run_encoders_bench(
         pictures.append(emb.decode_image(data))
         decode_ms.append((time.perf_counter() - t) * 1000)
     results["decode_ms"]["image"] = summarize(decode_ms)
-    emb.embed_images(pictures[: min(4, len(pictures))])  # warm-up
-    rates = _timed_rates(lambda: emb.embed_images(pictures), images, repeats, "image", progress)
+    for e in embs.values():
+        e.embed_images(pictures[: min(4, len(pictures))])  # warm-up
+    rates = measure("image", lambda e: e.embed_images(pictures), images)
+    if other is not None:
+        agree["image"] = _agreement(emb.image_features(pictures), other.image_features(pictures))
     thr["image"] = {
         "unit": "images/s",
         "items": images,
@@ -120,9 +186,11 @@ def run_encoders_bench(
             frame_lists.append([img for _, img in frames])
         results["decode_ms"]["video"] = summarize(decode_ms)
         n_frames = [len(f) for f in frame_lists]
-        rates = _timed_rates(
-            lambda: emb.embed_videos(frame_lists), videos, repeats, "video", progress
-        )
+        rates = measure("video", lambda e: e.embed_videos(frame_lists), videos)
+        if other is not None:
+            agree["video"] = _agreement(
+                emb.video_features(frame_lists), other.video_features(frame_lists)
+            )
         thr["video"] = {
             "unit": "videos/s",
             "items": videos,
@@ -138,6 +206,17 @@ def run_encoders_bench(
         if "video" in thr
         else None,
     }
+    if other is not None:
+        results["runtimes"] = side
+        results["agreement"] = agree
+        results["other_load_s"] = other.info()["load_seconds"]
+        onnx_emb = other if other.runtime.name == "onnx" else emb
+        results["onnx_text_runtime"] = onnx_emb.info()["text_runtime"]
+        results["speedup"] = {
+            m: ratio(side["onnx"][m]["p50"], side["torch"][m]["p50"]) for m in side["torch"]
+        }
+        for m, value in results["speedup"].items():
+            results[f"{m}_encoder_speedup"] = value
     params = {"texts": texts, "images": images, "videos": videos, "repeats": repeats}
     return build_report(results, **params, batch_size=batch_size), emb
 
@@ -167,6 +246,7 @@ def build_report(results: dict[str, Any], **parameters: Any) -> BenchReport:
             ]
         ],
     )
+    tables = [table, *_runtime_tables(results), loads]
     decode = Table("Decoding before embedding (ms per item)", ["media", "n", "median", "p95"])
     for name, s in results["decode_ms"].items():
         decode.add(name, s["n"], s["p50"], s["p95"])
@@ -184,6 +264,31 @@ def build_report(results: dict[str, Any], **parameters: Any) -> BenchReport:
         title="crossfeed bench: encoders",
         parameters=parameters,
         results=results,
-        tables=[table, loads, decode],
+        tables=[*tables, decode],
         notes=notes,
     )
+
+
+def _runtime_tables(results: dict[str, Any]) -> list[Table]:
+    """torch and ONNX Runtime side by side, when both were measured."""
+    side = results.get("runtimes")
+    if not side:
+        return []
+    units = {m: t["unit"] for m, t in results["throughput"].items()}
+    table = Table(
+        f"Tower runtimes side by side on cpu, {results['cpu_threads']} thread(s), "
+        f"median items/s (text on ONNX Runtime: {results['onnx_text_runtime']})",
+        ["modality", "unit", "torch", "onnxruntime", "speed-up", "cosine mean", "cosine min"],
+    )
+    for m in side["torch"]:
+        agree = results["agreement"].get(m, {})
+        table.add(
+            m,
+            units.get(m, ""),
+            side["torch"][m]["p50"],
+            side["onnx"][m]["p50"],
+            results["speedup"][m],
+            agree.get("cos_mean"),
+            agree.get("cos_min"),
+        )
+    return [table]

@@ -68,6 +68,8 @@ def plot_engines(ax: Any, results: dict[str, Any]) -> bool:
 
 
 def plot_encoders(ax: Any, results: dict[str, Any]) -> bool:
+    if results.get("runtimes"):
+        return _plot_runtimes(ax, results)
     thr = results.get("throughput") or {}
     names = [m for m in ("text", "image", "video") if thr.get(m, {}).get("summary")]
     if not names:
@@ -77,6 +79,33 @@ def plot_encoders(ax: Any, results: dict[str, Any]) -> bool:
     _log_y(ax, "items / s (log)")
     device = results.get("device", "?")
     ax.set_title(f"encoder throughput on {device} (median, min-max)")
+    return True
+
+
+def _plot_runtimes(ax: Any, results: dict[str, Any]) -> bool:
+    """torch and ONNX Runtime side by side per modality, speed-ups annotated."""
+    side = results["runtimes"]
+    names = [m for m in ("text", "image", "video") if m in side.get("torch", {})]
+    if not names:
+        return False
+    width = 0.38
+    bars = (
+        (-width / 2, "torch", "torch", "#8c8c8c"),
+        (width / 2, "onnx", "onnxruntime", "#4c72b0"),
+    )
+    for shift, runtime, label, color in bars:
+        values = [side[runtime][m]["p50"] for m in names]
+        xs = [i + shift for i in range(len(names))]
+        ax.bar(xs, values, width, color=color, label=label)
+        for x, value in zip(xs, values, strict=True):
+            ax.annotate(f"{value:.3g}", (x, value), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(names)))
+    speedups = results.get("speedup") or {}
+    ax.set_xticklabels([f"{m}\n{speedups.get(m) or 0:.2f}x" for m in names])
+    _log_y(ax, "items / s (log)")
+    ax.legend(fontsize=8)
+    threads = results.get("cpu_threads", "?")
+    ax.set_title(f"encoders on cpu, {threads} thread(s): torch vs onnxruntime (median)")
     return True
 
 

@@ -26,6 +26,10 @@ def headline(reports: dict[str, BenchReport]) -> Table:
             detail = f"{rel:.3g} x text" if rel is not None else ""
             table.add(f"encoder {name} (median)", t["summary"]["p50"], t["unit"], detail)
         table.add("model load", res["load_s"]["total"], "s", res["device"])
+        for name, speedup in (res.get("speedup") or {}).items():
+            agree = (res.get("agreement") or {}).get(name, {})
+            detail = f"cosine to torch {agree['cos_mean']:.4f}" if agree else ""
+            table.add(f"encoder {name} onnxruntime / torch", speedup, "x", detail)
     if "ingest" in reports:
         res = reports["ingest"].results
         for name, p in res["phases"].items():

@@ -176,19 +176,20 @@ def test_readyz_ok_then_dead_milvus_is_named(
         assert s.json()["error"]["retriable"] is True
 
 
-def test_dead_redis_degrades_to_uncached_and_fails_readiness(
+def test_dead_redis_degrades_to_uncached_and_stays_ready_without_auth(
     settings: Settings, embedder: HashingEmbedder, index: CountingMilvusIndex
 ) -> None:
     settings.redis.url = SecretStr(f"redis://127.0.0.1:{_closed_port()}/0")
     with TestClient(create_app(settings, embedder=embedder, index=index)) as c:
-        for _ in range(2):
+        for _ in range(3):
             r = c.post("/v1/search", json={"text": "red car", "top_k": 1})
             assert r.status_code == 200, r.text
-            assert r.json()["cached"] is False
+            assert r.json()["cached"] is False and r.json()["degraded"] == ["cache"]
             assert r.json()["epoch"] is None
             assert r.json()["results"][0]["id"] == "cars"
+        # Searches still answer, so the API stays in rotation; the check says why.
         ready = c.get("/readyz")
-        assert ready.status_code == 503
+        assert ready.status_code == 200
         assert ready.json()["checks"]["redis"]["ok"] is False
 
 

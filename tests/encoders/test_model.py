@@ -54,7 +54,9 @@ def test_similar_sentences_are_closer(embedder: SharedSpaceEmbedder) -> None:
 def test_text_features_are_raw_tower_output(embedder: SharedSpaceEmbedder) -> None:
     feats = embedder.text_features(["hello world", ""])
     assert feats.shape == (2, 384) and feats.dtype == np.float32
-    np.testing.assert_allclose(embedder.embed_texts(["hello world"])[0], feats[0], atol=1e-5)
+    # The same batch: int8 text graphs quantize activations per batch, so a text's vector
+    # moves slightly (cosine ~0.99) with the texts batched beside it.
+    np.testing.assert_allclose(embedder.embed_texts(["hello world", ""]), feats, atol=1e-5)
     assert embedder.text_features([]).shape == (0, 384)
 
 
@@ -176,7 +178,8 @@ def test_custom_image_checkpoint_loads(tmp_path: Path, embedder: SharedSpaceEmbe
     import torch
 
     ckpt = tmp_path / "finetuned.pth"
-    state = {f"module.{k}": v for k, v in embedder.image_tower._model.state_dict().items()}
+    torch_tower = getattr(embedder.image_tower, "torch_tower", embedder.image_tower)
+    state = {f"module.{k}": v for k, v in torch_tower._model.state_dict().items()}
     torch.save({"state_dict": state}, ckpt)
     tower = ImageTower.load(str(ckpt), "cpu")  # architecture found by matching the weights
     assert tower.arch == "efficientnet-lite0" and tower.dim == 1280

@@ -63,6 +63,9 @@ class FakeTowers:
                 out[i] += rng.standard_normal(32).astype(np.float32)
         return out
 
+    def tower_id(self, tower: str) -> str:
+        return "fake"
+
     class _Tower:
         model_id = "fake"
 
