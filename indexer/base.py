@@ -62,6 +62,7 @@ class SearchFilter:
             or self.lang
             or self.sources
             or self.authors
+            or self.post_ids is not None
         )
 
 

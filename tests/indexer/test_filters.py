@@ -180,5 +180,6 @@ def test_only_filters_that_keep_part_of_the_rows_widen_the_graph_search() -> Non
         SearchFilter(lang="en"),
         SearchFilter(sources=("bluesky",)),
         SearchFilter(authors=("@a",)),
+        SearchFilter(post_ids=("p1", "p2")),  # a trend's posts
     ):
         assert narrowing.narrows(), narrowing
