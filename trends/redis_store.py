@@ -37,7 +37,7 @@ import redis
 from crossfeed.trends.base import TrendSample
 from crossfeed.trends.cluster import Codebook, decode_cluster, encode_cluster
 from crossfeed.trends.exceptions import TrendsUnavailableError
-from crossfeed.trends.store import Entry, TrendStore
+from crossfeed.trends.store import Entry, TrendStore, first_unique
 
 T = TypeVar("T")
 MEMBER_CAP = 2000
@@ -136,16 +136,7 @@ class RedisStore(TrendStore):
                 pipe.smembers(f"{self.p}:m:{w}:{item}")
             return list(pipe.execute())
 
-        out: list[str] = []
-        seen: set[str] = set()
-        for got in self._call(run):
-            for pid in sorted(_s(m) for m in got):
-                if pid not in seen:
-                    seen.add(pid)
-                    out.append(pid)
-                    if len(out) >= limit:
-                        return out
-        return out
+        return first_unique((sorted(_s(m) for m in got) for got in self._call(run)), limit)
 
     # ------------------------------------------------------- samples, labels
 

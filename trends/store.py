@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -31,6 +31,20 @@ class Entry:
     item: str  # "h:<tag>" or "c:<cluster id>"
     author: str
     member: str  # the post id trend-scoped search returns (a repost's original)
+
+
+def first_unique(groups: Iterable[Iterable[str]], limit: int) -> list[str]:
+    """The first ``limit`` distinct ids of ``groups`` taken in order (newest window first)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for group in groups:
+        for pid in group:
+            if pid not in seen:
+                seen.add(pid)
+                out.append(pid)
+                if len(out) >= limit:
+                    return out
+    return out
 
 
 class TrendStore(ABC):
@@ -154,17 +168,9 @@ class MemoryStore(TrendStore):
             return [self._counts.get(w, empty) for w in windows]
 
     def members(self, item: str, windows: Sequence[int], limit: int) -> list[str]:
-        out: list[str] = []
-        seen: set[str] = set()
         with self._lock:
-            for w in sorted(windows, reverse=True):
-                for pid in self._members.get((w, item), []):
-                    if pid not in seen:
-                        seen.add(pid)
-                        out.append(pid)
-                        if len(out) >= limit:
-                            return out
-        return out
+            groups = [list(self._members.get((w, item), [])) for w in sorted(windows, reverse=True)]
+        return first_unique(groups, limit)
 
     def put_samples(self, samples: Sequence[TrendSample], ttl_s: float) -> None:
         with self._lock:

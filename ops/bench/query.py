@@ -14,6 +14,7 @@ as a ratio near 1 with zero hits rather than as a good number.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 import time
@@ -108,15 +109,18 @@ def _png(color: tuple[int, int, int]) -> bytes:
     return buf.getvalue()
 
 
-def _call(client: Any, kind: str, value: Any, top_k: int) -> tuple[float, dict[str, Any]]:
+def timed_search(
+    client: Any, kind: str, value: Any, top_k: int, filters: dict[str, Any] | None = None
+) -> tuple[float, dict[str, Any]]:
     t0 = time.perf_counter()
     if kind == "image":
-        response = client.post(
-            SEARCH, files={"file": ("query.png", value, "image/png")}, data={"top_k": str(top_k)}
-        )
+        form = {"top_k": str(top_k), **({"filters": json.dumps(filters)} if filters else {})}
+        response = client.post(SEARCH, files={"file": ("query.png", value, "image/png")}, data=form)
     else:
         field = "text" if kind == "text" else "post_id"
-        response = client.post(SEARCH, json={field: value, "top_k": top_k})
+        response = client.post(
+            SEARCH, json={field: value, "top_k": top_k, "filters": filters or {}}
+        )
     ms = (time.perf_counter() - t0) * 1000
     if response.status_code != 200:
         raise BenchError(f"{kind} search failed: HTTP {response.status_code} {response.text[:300]}")
@@ -130,7 +134,7 @@ def _pass(
 
     samples, took, hits = [], [], 0
     for value in tqdm(values, desc=f"query {kind} {label}", unit="req", disable=not progress):
-        ms, body = _call(client, kind, value, top_k)
+        ms, body = timed_search(client, kind, value, top_k)
         samples.append(ms)
         took.append(float(body.get("took_ms") or 0.0))
         hits += bool(body.get("cached"))
@@ -183,8 +187,8 @@ def run_query_bench(
         results["api_start_s"] = api.start_s
         results["embedder_preloaded"] = embedder is not None
         # Warm-up (not measured): first Milvus search, first encode of each kind.
-        _call(client, "text", "bench warm-up query", top_k)
-        _call(client, "image", _png((200, 30, 30)), top_k)
+        timed_search(client, "text", "bench warm-up query", top_k)
+        timed_search(client, "image", _png((200, 30, 30)), top_k)
         for kind, values in material.items():
             uncached = _pass(client, kind, values, top_k, "uncached", progress)
             cached = _pass(client, kind, values, top_k, "cached", progress)

@@ -30,7 +30,7 @@ import numpy as np
 
 from crossfeed.core.schema import Post
 from crossfeed.core.settings import Settings
-from crossfeed.ops.bench.query import ApiServer, text_queries
+from crossfeed.ops.bench.query import ApiServer, text_queries, timed_search
 from crossfeed.ops.bench.report import BenchReport, Table, rate, summarize
 from crossfeed.ops.exceptions import BenchError
 
@@ -153,24 +153,24 @@ def write_rows(
 
 def wait_indexed(settings: Settings, collection: str, rows: int, timeout_s: float = 1800) -> float:
     """Flush, then wait until Milvus' HNSW index covers every row; seconds waited."""
-    from pymilvus import connections, utility
+    from crossfeed.indexer.client import milvus_client
 
-    alias = f"bench-scale-{collection}"
-    connections.connect(alias=alias, uri=settings.milvus.uri)
+    client = milvus_client(settings.milvus, timeout_s=300.0)  # a flush of 200k rows
     started = time.monotonic()
     try:
-        from pymilvus import Collection
-
-        Collection(collection, using=alias).flush()
+        client.flush(collection)
         while True:
-            progress = utility.index_building_progress(collection, using=alias)
-            if int(progress.get("indexed_rows", 0)) >= rows:
+            done = [
+                int(client.describe_index(collection, name).get("indexed_rows", 0))
+                for name in client.list_indexes(collection)
+            ]
+            if done and min(done) >= rows:
                 return time.monotonic() - started
             if time.monotonic() - started > timeout_s:
-                raise BenchError(f"the index covered {progress} after {timeout_s:.0f} s")
+                raise BenchError(f"the index covered {done} of {rows} rows after {timeout_s:.0f} s")
             time.sleep(2.0)
     finally:
-        connections.disconnect(alias)
+        client.close()
 
 
 def _filters(index: ScaleIndex) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
@@ -195,17 +195,6 @@ def _filters(index: ScaleIndex) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
     mask = (index.created_ms >= since) & (index.created_ms < until)
     out["time"] = ({"since": iso(since), "until": iso(until)}, mask)
     return out
-
-
-def _search(
-    client: Any, text: str, top_k: int, filters: dict[str, Any] | None = None
-) -> tuple[float, dict[str, Any]]:
-    t0 = time.perf_counter()
-    r = client.post("/v1/search", json={"text": text, "top_k": top_k, "filters": filters or {}})
-    ms = (time.perf_counter() - t0) * 1000
-    if r.status_code != 200:
-        raise BenchError(f"search failed: HTTP {r.status_code} {r.text[:300]}")
-    return ms, r.json()
 
 
 def _latency(samples: list[float], cached: int) -> dict[str, Any]:
@@ -241,7 +230,7 @@ def _throughput(
                     return
                 text = queries[n % len(queries)] + (f" {tag} {n}" if tag else "")
                 try:
-                    ms, _ = _search(client, text, top_k)
+                    ms, _ = timed_search(client, "text", text, top_k)
                     with lock:
                         samples.append(ms)
                 except Exception as exc:  # counted, never hidden: the target is 0 errors
@@ -289,7 +278,12 @@ def run_scale_bench(
     embedder = load_embedder(settings)
     bases = base_vectors(embedder, posts, images)
     index = MilvusIndex(settings.milvus)
-    results: dict[str, Any] = {"rows": rows, "bases": len(bases), "noise": NOISE}
+    results: dict[str, Any] = {
+        "rows": rows,
+        "bases": len(bases),
+        "noise": NOISE,
+        "collection": settings.milvus.collection,
+    }
     try:
         t0 = time.perf_counter()
         written = write_rows(index, bases, rows, embedder.version, seed=seed, progress=progress)
@@ -301,7 +295,7 @@ def run_scale_bench(
             ApiServer(app) as api,
             httpx.Client(base_url=api.url, timeout=120.0, trust_env=False) as client,
         ):
-            _search(client, "warm-up query", top_k)
+            timed_search(client, "text", "warm-up query", top_k)
             results["latency"] = _latency_passes(client, texts, top_k, _filters(written))
             results["recall"] = _recall(client, embedder, written, texts, top_k)
             results["throughput"] = [
@@ -328,14 +322,14 @@ def _latency_passes(
     for label in ("uncached", "cached"):
         samples, hits = [], 0
         for text in texts:
-            ms, body = _search(client, text, top_k)
+            ms, body = timed_search(client, "text", text, top_k)
             samples.append(ms)
             hits += bool(body.get("cached"))
         out[label] = _latency(samples, hits)
     for name, (flt, _) in filters.items():
         samples, hits = [], 0
         for text in texts:
-            ms, body = _search(client, f"{text} ({name})", top_k, flt)
+            ms, body = timed_search(client, "text", f"{text} ({name})", top_k, flt)
             samples.append(ms)
             hits += bool(body.get("cached"))
         out[f"filtered by {name}"] = _latency(samples, hits)
@@ -352,7 +346,7 @@ def _recall(
     for name, (flt, mask) in cases.items():
         recalls = []
         for text, vec in zip(texts, vectors, strict=True):
-            _, body = _search(client, text, top_k, flt)
+            _, body = timed_search(client, "text", text, top_k, flt)
             served = {hit["id"] for hit in body["results"]}
             exact = index.exact_top(np.asarray(vec), top_k, mask)
             if exact:

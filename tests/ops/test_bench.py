@@ -362,3 +362,37 @@ def test_bench_query_end_to_end(engines: object, tmp_path: Path) -> None:
         assert not probe.exists(), "the bench left its collection behind"
     finally:
         probe.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_bench_query_at_scale_end_to_end(engines: object, tmp_path: Path) -> None:
+    """``bench query --rows N`` (N small here): rows written, latency, recall against
+    exact search, throughput per client count, and nothing left behind."""
+    from crossfeed.ops.bench.live import RowProbe
+    from crossfeed.ops.cli import main
+
+    out = tmp_path / "bench"
+    argv = ["bench", "query", "--rows", "1000", "--out", str(out), "--limit", "20"]
+    argv += ["--queries", "5", "--query-images", "3", "--requests", "8"]
+    argv += ["--concurrency", "1,2", "--no-progress"]
+    assert main(argv) == 0
+    data = json.loads((out / "query_scale.json").read_text())
+    assert data["bench"] == "query_scale"
+    results = data["results"]
+    assert results["rows"] == 1000 and results["bases"] > 0
+    lat = results["latency"]
+    assert lat["uncached"]["cache_hits"] == 0 and lat["cached"]["cache_hits"] == lat["cached"]["n"]
+    assert {"filtered by source", "filtered by time"} <= set(lat)
+    assert results["recall"]["none"]["mean"] >= 0.9  # 1,000 rows: the index is near exact
+    levels = {(e["clients"], e["mode"]) for e in results["throughput"]}
+    assert levels == {(c, m) for c in (1, 2) for m in ("uncached", "cached")}
+    assert all(e["errors"] == 0 and e["ok"] == 8 for e in results["throughput"])
+    assert (out / "query_scale.png").stat().st_size > 0
+    settings = Settings()
+    settings.milvus = settings.milvus.model_copy(update={"collection": results["collection"]})
+    probe = RowProbe(settings)
+    try:
+        assert not probe.exists(), "the bench left its collection behind"
+    finally:
+        probe.close()
