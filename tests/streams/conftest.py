@@ -1,12 +1,17 @@
-"""Shared builders for the stream tests: posts, PNG images, tiny videos."""
+"""Shared builders for the stream tests: posts, PNG images, tiny videos, a worker process."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -161,3 +166,97 @@ async def run_embed_stage(
 def embed_batch() -> Callable[..., Any]:
     """``await embed_batch(embedder, values, moment_s=..., suggester=...)`` -> vector records."""
     return run_embed_stage
+
+
+# --------------------------------------------------------------------------- a worker process
+
+WORKER_DIM = 32
+_WORKER = f"""
+import logging
+logging.basicConfig(level=logging.INFO)
+from crossfeed.core.settings import Settings
+from crossfeed.encoders.testing import HashingEmbedder
+from crossfeed.streams.worker import run_worker
+run_worker(Settings(), embedder=HashingEmbedder(dim={WORKER_DIM}))
+"""
+
+
+def _cleanup_deployment(name: str) -> None:
+    """Topics, every collection of the deployment (all model versions) and Redis keys."""
+    import redis
+    from kafka import KafkaAdminClient
+
+    from crossfeed.core.kafka import KafkaConnection
+    from crossfeed.core.settings import Settings
+    from crossfeed.indexer.client import milvus_client
+    from crossfeed.indexer.collections import ours
+
+    settings = Settings()
+    with contextlib.suppress(Exception):
+        admin = KafkaAdminClient(**KafkaConnection(settings.kafka).kafka_python())
+        admin.delete_topics([f"{name}.{t}" for t in ("raw", "clean", "vectors", "deadletter")])
+        admin.close()
+    with contextlib.suppress(Exception):
+        client = milvus_client(settings.milvus)
+        for collection in client.list_collections():
+            if ours(collection, name):
+                client.drop_collection(collection)
+        client.close()
+    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    keys = list(client.scan_iter(f"{name}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def worker_deployment(
+    engines: object, unique_name: Callable[[str], str], tmp_path: Path
+) -> Callable[..., contextlib.AbstractContextManager[dict[str, str]]]:
+    """``with worker_deployment("prefix", {"CROSSFEED_X": "1"}) as env:`` a worker process
+    (hashing embedder) on private topics, collection and Redis prefix, with this process's
+    environment pointing at them; ``env["log"]`` is the worker's log. Removed afterwards."""
+
+    @contextlib.contextmanager
+    def deploy(prefix: str, extra: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+        from crossfeed.core.settings import Settings
+        from crossfeed.streams.topics import ensure_topics
+
+        name = unique_name(prefix)
+        env = {
+            "CROSSFEED_TOPIC_RAW": f"{name}.raw",
+            "CROSSFEED_TOPIC_CLEAN": f"{name}.clean",
+            "CROSSFEED_TOPIC_VECTORS": f"{name}.vectors",
+            "CROSSFEED_TOPIC_DEADLETTER": f"{name}.deadletter",
+            "CROSSFEED_PARTITIONS": "2",
+            "CROSSFEED_KAFKA_SESSION_TIMEOUT": "6",
+            "CROSSFEED_APP_ID": name,
+            "CROSSFEED_COLLECTION": name,
+            "CROSSFEED_REDIS_PREFIX": name,
+            "CROSSFEED_STATE_DIR": str(tmp_path / "state"),
+            "CROSSFEED_BATCH_WAIT": "0.2",
+            **(extra or {}),
+        }
+        saved = dict(os.environ)
+        os.environ.update(env)
+        ensure_topics(Settings().kafka)
+        log_path = tmp_path / "worker.log"
+        with log_path.open("wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-c", _WORKER],
+                env={**saved, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            yield {**env, "log": str(log_path)}
+        finally:
+            worker.kill()
+            worker.wait()
+            try:
+                _cleanup_deployment(name)
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+
+    return deploy

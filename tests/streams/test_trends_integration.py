@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -20,83 +17,30 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from crossfeed.core.kafka import KafkaConnection
 from crossfeed.core.settings import Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.milvus import MilvusIndex
 from crossfeed.ops.data.produce import produce
-from crossfeed.streams.topics import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DIM = 32
 WINDOW_S = 5.0
-_WORKER = f"""
-import logging
-logging.basicConfig(level=logging.INFO)
-from crossfeed.core.settings import Settings
-from crossfeed.encoders.testing import HashingEmbedder
-from crossfeed.streams.worker import run_worker
-run_worker(Settings(), embedder=HashingEmbedder(dim={DIM}))
-"""
 
 
 @pytest.fixture
 def deployment(
-    engines: object, unique_name: Callable[[str], str], tmp_path: Path
+    worker_deployment: Callable[..., contextlib.AbstractContextManager[dict[str, str]]],
 ) -> Iterator[dict[str, str]]:
-    name = unique_name("trends")
-    env = {
-        "CROSSFEED_TOPIC_RAW": f"{name}.raw",
-        "CROSSFEED_TOPIC_CLEAN": f"{name}.clean",
-        "CROSSFEED_TOPIC_VECTORS": f"{name}.vectors",
-        "CROSSFEED_TOPIC_DEADLETTER": f"{name}.deadletter",
-        "CROSSFEED_PARTITIONS": "2",
-        "CROSSFEED_KAFKA_SESSION_TIMEOUT": "6",
-        "CROSSFEED_APP_ID": name,
-        "CROSSFEED_COLLECTION": name,
-        "CROSSFEED_REDIS_PREFIX": name,
-        "CROSSFEED_STATE_DIR": str(tmp_path / "state"),
-        "CROSSFEED_BATCH_WAIT": "0.2",
-        "CROSSFEED_TRENDS": "1",
-        "CROSSFEED_TRENDS_WINDOW_S": str(WINDOW_S),
-        "CROSSFEED_WORKER_METRICS_PORT": "0",
-    }
-    saved = dict(os.environ)
-    os.environ.update(env)
-    settings = Settings()
-    ensure_topics(settings.kafka)
-    log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-c", _WORKER], env={**saved, **env}, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        yield {**env, "log": str(tmp_path / "worker.log")}
-    finally:
-        worker.kill()
-        worker.wait()
-        os.environ.clear()
-        os.environ.update(saved)
-        _cleanup(settings, name)
-
-
-def _cleanup(settings: Settings, name: str) -> None:
-    import redis
-    from kafka import KafkaAdminClient
-
-    with contextlib.suppress(Exception):
-        admin = KafkaAdminClient(**KafkaConnection(settings.kafka).kafka_python())
-        admin.delete_topics([f"{name}.{t}" for t in ("raw", "clean", "vectors", "deadletter")])
-        admin.close()
-    with contextlib.suppress(Exception):
-        index = MilvusIndex(settings.milvus)
-        index.drop()
-        index.close()
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
-    keys = list(client.scan_iter(f"{name}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with worker_deployment(
+        "trends",
+        {
+            "CROSSFEED_TRENDS": "1",
+            "CROSSFEED_TRENDS_WINDOW_S": str(WINDOW_S),
+            "CROSSFEED_WORKER_METRICS_PORT": "0",
+        },
+    ) as env:
+        yield env
 
 
 def _post(post_id: str, author: str, text: str, when: datetime) -> bytes:
