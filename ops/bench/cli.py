@@ -376,6 +376,8 @@ def _query_scale(args: argparse.Namespace, base: Any, out: Path) -> Any:
         raise BenchError(f"--concurrency takes numbers like 1,8,32: {exc}") from exc
     if not levels or min(levels) < 1 or max(levels) > 256 or args.requests < 1:
         raise BenchError("--concurrency levels must be 1..256 and --requests positive")
+    if args.rows < 1000:  # before building the corpus and loading the models
+        raise BenchError("--rows must be >= 1000")
     corpus = _corpus(args, out)
     names = BenchNames.new()
     settings = bench_settings(base, names)
