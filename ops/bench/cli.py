@@ -8,6 +8,7 @@ Sub-commands::
     crossfeed bench query      # API latency, uncached vs cached, per query kind
     crossfeed bench sources    # connector throughput, Jetstream frames -> Kafka
     crossfeed bench live       # standing queries: index-stage cost, produce -> searchable / SSE
+    crossfeed bench workers    # 1 and 2 workers in one consumer group; one of two killed
     crossfeed bench all        # all of the above, one combined report
 
 Each writes ``<out>/<name>.json``, ``<out>/<name>.md`` and ``<out>/<name>.png``
@@ -26,10 +27,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from crossfeed.ops.bench import suite
+
 log = logging.getLogger(__name__)
 
 ENGINE_NAMES = ("kafka", "redis", "milvus")
-PARTS = ("engines", "encoders", "ingest", "query")  # what `bench all` runs
+PARTS = ("engines", "encoders", "ingest", "query", *suite.EXTRA_PARTS)  # what `bench all` runs
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 
@@ -130,12 +133,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cost-rounds", type=int, default=6, help="index-stage cost rounds")
     p.set_defaults(func=_cmd_live)
 
+    p = bsub.add_parser("workers", help="1 and 2 workers in one group; one of two killed")
+    _common(p)
+    suite.add_workers_args(p)
+    p.set_defaults(func=_cmd_workers)
+
     p = bsub.add_parser("all", help="every bench, one combined report")
     _common(p)
     _engine_args(p)
     _encoder_args(p)
     _ingest_args(p, 300)
     _query_args(p)
+    suite.add_all_args(p)
     p.add_argument("--skip", default="", help=f"comma-separated parts to skip: {','.join(PARTS)}")
     p.set_defaults(func=_cmd_all)
 
@@ -317,6 +326,13 @@ def _ingest_trends_compare(args: argparse.Namespace, base: Any, out: Path, corpu
     return _emit(build_trends_report(results, **params), args, out)
 
 
+def _cmd_workers(args: argparse.Namespace) -> int:
+    base = _settings()
+    _check_engines(base)
+    out = _out_dir(args, base)
+    return _emit(suite.workers_part(args, base, out, posts=args.posts), args, out)
+
+
 def _cmd_live(args: argparse.Namespace) -> int:
     from crossfeed.ops.bench.push import run_live_bench
 
@@ -366,36 +382,21 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 def _query_scale(args: argparse.Namespace, base: Any, out: Path) -> Any:
     """``bench query --rows N`` on a private collection and key prefix (removed after)."""
-    from crossfeed.ops.bench.live import BenchNames, bench_settings, delete_keys
-    from crossfeed.ops.bench.scale import run_scale_bench
-    from crossfeed.ops.exceptions import BenchError
+    from crossfeed.ops.bench.scale import check_scale_args, run_private_scale_bench
 
-    try:
-        levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    except ValueError as exc:
-        raise BenchError(f"--concurrency takes numbers like 1,8,32: {exc}") from exc
-    if not levels or min(levels) < 1 or max(levels) > 256 or args.requests < 1:
-        raise BenchError("--concurrency levels must be 1..256 and --requests positive")
-    if args.rows < 1000:  # before building the corpus and loading the models
-        raise BenchError("--rows must be >= 1000")
-    corpus = _corpus(args, out)
-    names = BenchNames.new()
-    settings = bench_settings(base, names)
-    try:
-        return run_scale_bench(
-            settings,
-            corpus.posts,
-            rows=args.rows,
-            queries=args.queries,
-            top_k=args.top_k,
-            images=args.query_images,
-            concurrency=levels,
-            requests=args.requests,
-            seed=args.seed,
-            progress=_progress(args),
-        )
-    finally:
-        delete_keys(settings, names.redis_prefix)
+    levels = check_scale_args(args.rows, args.concurrency, args.requests)  # before the corpus
+    return run_private_scale_bench(
+        base,
+        _corpus(args, out).posts,
+        rows=args.rows,
+        queries=args.queries,
+        top_k=args.top_k,
+        images=args.query_images,
+        concurrency=levels,
+        requests=args.requests,
+        seed=args.seed,
+        progress=_progress(args),
+    )
 
 
 def _query_existing(args: argparse.Namespace, base: Any, out: Path) -> Any:
@@ -446,7 +447,7 @@ def run_all(args: argparse.Namespace, base: Any, out: Path, skip: set[str]) -> A
     from crossfeed.ops.bench.summary import combine
 
     reports: dict[str, Any] = {}
-    corpus = _corpus(args, out) if set(PARTS) - skip - {"engines"} else None
+    corpus = _corpus(args, out) if set(PARTS) - skip - {"engines", "live", "workers"} else None
     if "engines" not in skip:
         reports["engines"] = _engines(args, base)
     embedder = None
@@ -476,6 +477,7 @@ def run_all(args: argparse.Namespace, base: Any, out: Path, skip: set[str]) -> A
                     progress=_progress(args),
                     extra={"index_rows": results["rows_in_collection"]},
                 )
+    reports.update(suite.run_extra_parts(args, base, out, skip, corpus))
     return combine(reports)
 
 
@@ -486,7 +488,9 @@ def _cmd_all(args: argparse.Namespace) -> int:
         from crossfeed.ops.exceptions import BenchError
 
         raise BenchError("nothing to run: every part is skipped")
-    if {"ingest", "query"} - skip:
+    suite.check_extra_args(args, skip)
+    if suite.ENGINE_PARTS - skip:
         _check_engines(settings)
     out = _out_dir(args, settings)
-    return _emit(run_all(args, settings, out, skip), args, out)
+    report = run_all(args, settings, out, skip)
+    return suite.emit_json(report, args, out) if args.json else _emit(report, args, out)
