@@ -35,6 +35,7 @@ from crossfeed.indexer.collections import slug
 from crossfeed.streams.delivery import Publisher
 from crossfeed.streams.pipeline import STAGES, build_pipeline, check_stages
 from crossfeed.streams.topics import Topics
+from crossfeed.streams.transport import CrossfeedApp
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,9 @@ def create_app(
     session = float(kafka.session_timeout_s)
     embedder = pipeline_kwargs.get("embedder")
     group = consumer_group(settings, stages, embedder.version if embedder is not None else None)
-    app = faust.App(
+    app = CrossfeedApp(
         group,
+        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         **KafkaConnection(kafka).faust(),
         web_enabled=False,
         autodiscover=False,

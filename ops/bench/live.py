@@ -116,6 +116,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "CROSSFEED_TOPIC_DEADLETTER": k.topic_deadletter,
         "CROSSFEED_PARTITIONS": str(k.partitions),
         "CROSSFEED_KAFKA_SESSION_TIMEOUT": str(k.session_timeout_s),
+        "CROSSFEED_KAFKA_FETCH_MAX_WAIT_MS": str(k.fetch_max_wait_ms),
         "CROSSFEED_APP_ID": st.app_id,
         "CROSSFEED_MEDIA_ROOTS": json.dumps([str(p) for p in st.media_roots]),
         "CROSSFEED_BATCH_SIZE": str(st.batch_size),
