@@ -1,6 +1,8 @@
-"""``crossfeed bench workers`` on the real engines: two real worker processes share one
-consumer group's partitions, and when one is killed (SIGKILL) mid-stream the other
-indexes the rest: nothing lost, nothing stored twice, nothing left behind."""
+"""``crossfeed bench workers`` and ``bench all --json`` on the real engines.
+
+Two real worker processes share one consumer group's partitions, and when one is killed
+(SIGKILL) mid-stream the other indexes the rest: nothing lost, nothing stored twice,
+nothing left behind. ``bench all --json`` reads its figures from the real parts' results."""
 
 from __future__ import annotations
 
@@ -52,3 +54,45 @@ def test_bench_workers_end_to_end(
         assert not probe.exists(), "the bench left its collection behind"
     finally:
         probe.close()
+
+
+def test_bench_all_json_reads_every_figure_from_the_real_parts(
+    engines: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """``bench all --json`` with tiny encoders, ingest, live and scale parts: the figures'
+    paths into the real results hold numbers; the skipped parts' figures are null."""
+    from crossfeed.ops.cli import main
+
+    monkeypatch.setenv("CROSSFEED_CPU_THREADS", "1")
+    out = tmp_path / "bench"
+    argv = ["bench", "all", "--json", "--no-progress", "--out", str(out)]
+    argv += ["--skip", "engines,query,workers", "--limit", "20", "--texts", "32"]
+    argv += ["--images", "4", "--videos", "1", "--encoder-repeats", "1"]
+    argv += ["--freshness-samples", "3", "--queries", "5", "--query-images", "3"]
+    argv += ["--live-burst", "20", "--live-subscriptions", "10", "--live-duration", "3"]
+    argv += ["--live-cost-rounds", "1", "--scale-rows", "1000", "--scale-requests", "8"]
+    argv += ["--scale-concurrency", "1,2"]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)  # stdout holds the one JSON object only
+    measured = [
+        "text_ingest_ratio",
+        "image_ingest_ratio",
+        "video_ingest_ratio",
+        "text_encoder_speedup",
+        "image_encoder_speedup",
+        "freshness_p95_idle_s",
+        "freshness_p95_half_load_s",
+        "query_uncached_p50_ms",
+        "query_cached_p50_ms",
+        "recall_at_10",
+    ]
+    for key in measured:
+        assert isinstance(data[key], float) and data[key] > 0, key
+        assert isinstance(data["met"][key], bool), key
+    assert data["two_worker_lost"] is None and data["met"]["two_worker_lost"] is None
+    assert data["soak_rss_growth"] is None and data["scale_rows"] == 1000
+    assert data["parts"] == ["encoders", "ingest", "live", "scale"]
+    saved = json.loads(Path(data["report"]).read_text())
+    assert saved["results"]["figures"]["recall_at_10"] == data["recall_at_10"]
+    assert (out / "all.md").read_text().count("### Figures and targets") == 1
+    assert (out / "all.png").stat().st_size > 0
