@@ -3,15 +3,15 @@ one erasure check and one repost check per batch (they had paced text ingest).""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
 from crossfeed.core.schema import CleanPost
-from crossfeed.core.settings import KafkaSettings, RedisSettings
+from crossfeed.core.settings import KafkaSettings
 from crossfeed.indexer.erasure import Eraser, MemoryErasureLedger, RemovedRows
-from crossfeed.streams.dedupe import DedupeStore, InMemoryDedupeStore, RedisDedupeStore
+from crossfeed.streams.dedupe import DedupeStore, InMemoryDedupeStore
 from crossfeed.streams.metrics import WorkerMetrics
 from crossfeed.streams.normalize import NormalizeStage
 from crossfeed.streams.testing import RecordingPublisher
@@ -106,32 +106,20 @@ async def test_a_tombstone_splits_the_batch_and_erase_wins(raw_post: Callable[..
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("engines")
-async def test_redis_claim_many_is_claim_in_order() -> None:
-    url = RedisSettings().url.get_secret_value()
-    prefix = f"crossfeed-test-streams-{uuid.uuid4().hex[:8]}"
-    store = RedisDedupeStore(url, key_prefix=prefix, ttl_s=60)
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(url)
-    try:
-        assert await store.claim("h0", "early") == "early"
-        owners = await store.claim_many(
-            [("h1", "a"), ("h1", "b"), ("h2", "c"), ("h1", "a"), ("h0", "d")]
-        )
-        assert owners == ["a", "a", "c", "a", "early"]
-        assert await store.claim("h2", "e") == "c"  # claim and claim_many share keys
-        assert await client.get(f"{prefix}:repost:b") == b"a"
-        assert await client.get(f"{prefix}:repost:d") == b"early"
-        assert await client.get(f"{prefix}:repost:a") is None
-        assert await client.get(f"{prefix}:dedupe-post:a") == b"h1"
-        keys = [k async for k in client.scan_iter(f"{prefix}:*")]
-        ttls = [await client.ttl(k) for k in keys]
-        assert len(keys) == 9 and all(0 < t <= 60 for t in ttls)
-        await store.forget("a")  # erasure releases a claim made by the batch
-        assert await store.claim("h1", "z") == "z"
-    finally:
-        keys = [k async for k in client.scan_iter(f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-        await store.close()
+async def test_redis_claim_many_is_claim_in_order(redis_dedupe: Any) -> None:
+    store, client, prefix = redis_dedupe
+    assert await store.claim("h0", "early") == "early"
+    owners = await store.claim_many(
+        [("h1", "a"), ("h1", "b"), ("h2", "c"), ("h1", "a"), ("h0", "d")]
+    )
+    assert owners == ["a", "a", "c", "a", "early"]
+    assert await store.claim("h2", "e") == "c"  # claim and claim_many share keys
+    assert await client.get(f"{prefix}:repost:b") == b"a"
+    assert await client.get(f"{prefix}:repost:d") == b"early"
+    assert await client.get(f"{prefix}:repost:a") is None
+    assert await client.get(f"{prefix}:dedupe-post:a") == b"h1"
+    keys = [k async for k in client.scan_iter(f"{prefix}:*")]
+    ttls = [await client.ttl(k) for k in keys]
+    assert len(keys) == 9 and all(0 < t <= 60 for t in ttls)
+    await store.forget("a")  # erasure releases a claim made by the batch
+    assert await store.claim("h1", "z") == "z"
