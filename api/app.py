@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from PIL import Image
 
@@ -238,7 +238,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(dashboard.router)
     app.mount("/static", dashboard.static_files(), name="static")
-    app.middleware("http")(_count_requests)
+    app.add_middleware(_CountRequests)
     app.openapi = lambda: _openapi(app, settings.api.max_top_k)  # type: ignore[method-assign]
     return app
 
@@ -281,29 +281,46 @@ def _access(settings: Settings, keys: KeyStore | None, rate_limits: RateLimits |
     return Access(enabled, keys, rate_limits, metrics_public=settings.api.metrics_public)
 
 
-async def _count_requests(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """Count requests per route template (never the raw path: unbounded label values)."""
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        return response
-    finally:
-        state: AppState | None = getattr(request.app.state, "crossfeed", None)
-        if state is not None:
-            route = request.scope.get("route")
-            label = getattr(route, "path", None) or "unmatched"
+class _CountRequests:
+    """Counts requests per route template (never the raw path: unbounded label values).
+
+    Plain ASGI, not ``app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` runs the
+    route in a task of its own and copies the response through a stream, which cost a
+    cached search more than the search itself. Counted when the response starts (an
+    event stream is counted when it opens, not hours later when it closes)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        counted = False
+
+        def count(status: int) -> None:
+            nonlocal counted
+            counted = True
+            state: AppState | None = getattr(scope["app"].state, "crossfeed", None)
+            if state is None:
+                return
+            label = getattr(scope.get("route"), "path", None) or "unmatched"
             state.metrics.requests.labels(route=label, status=str(status)).inc()
-            log.debug(
-                "%s %s -> %d in %.1f ms",
-                request.method,
-                label,
-                status,
-                (time.perf_counter() - started) * 1000,
-            )
+            if log.isEnabledFor(logging.DEBUG):
+                took = (time.perf_counter() - started) * 1000
+                log.debug("%s %s -> %d in %.1f ms", scope["method"], label, status, took)
+
+        async def counting_send(message: Any) -> None:
+            if message["type"] == "http.response.start" and not counted:
+                count(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            if not counted:
+                count(500)
 
 
 def _document_top_k_limit(schema: dict[str, Any], max_top_k: int) -> None:

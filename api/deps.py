@@ -58,7 +58,7 @@ class AppState:
     elsewhere: Callable[[str], list[IndexRow]] | None = None
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.crossfeed
     return state
 
@@ -78,19 +78,19 @@ async def authorize(request: Request) -> ApiKey | None:
 CallerDep = Annotated[ApiKey | None, Depends(authorize)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def get_embedder(state: StateDep) -> Embedder:
+async def get_embedder(state: StateDep) -> Embedder:
     return state.embedder
 
 
-def get_cache(state: StateDep) -> SearchCache:
+async def get_cache(state: StateDep) -> SearchCache:
     return state.cache
 
 
-def get_metrics(state: StateDep) -> ApiMetrics:
+async def get_metrics(state: StateDep) -> ApiMetrics:
     return state.metrics
 
 
@@ -108,7 +108,7 @@ async def get_index(state: StateDep) -> VectorIndex:
     return state.index
 
 
-def get_live(state: StateDep) -> LiveServices:
+async def get_live(state: StateDep) -> LiveServices:
     live = state.live
     assert live is not None, "the app's lifespan sets up live services"
     return live

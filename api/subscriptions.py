@@ -265,7 +265,7 @@ async def delete_subscription(
     return Response(status_code=204)
 
 
-def resume_point(
+async def resume_point(
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> str:

@@ -34,7 +34,7 @@ router = APIRouter(prefix="/v1", tags=["trends"])
 MAX_SERIES_WINDOWS = 10_000
 
 
-def get_trends(state: StateDep) -> TrendService:
+async def get_trends(state: StateDep) -> TrendService:
     service = state.trends
     if service is None:  # the router is mounted only with a service; never in production
         raise NotFoundError("trends are off in this deployment (CROSSFEED_TRENDS=0)")

@@ -67,6 +67,20 @@ def _manual_acks(stream: faust.StreamT) -> faust.Stream:
     return cast(faust.Stream, cast(faust.Stream, stream).noack())
 
 
+async def _stop(app: faust.App, stage_name: str, exc: Exception) -> None:
+    """A stage raised (a configuration error such as a model that cannot be loaded):
+    crash the app, which stops the worker with a non-zero status. Left to faust, the
+    agent would be restarted and fail again while the unacknowledged batch holds back
+    every later commit. The batch is replayed after a restart."""
+    log.critical(
+        "%s stage failed, stopping the worker (batch not acknowledged): %s: %s",
+        stage_name,
+        type(exc).__name__,
+        exc,
+    )
+    await app.crash(exc)
+
+
 def consumer_group(settings: Settings, stages: Sequence[str], version: str | None) -> str:
     """The consumer group (faust app id) of a worker: ``CROSSFEED_APP_ID``, plus the model
     version it serves when it embeds or indexes.
@@ -178,21 +192,31 @@ def create_app(
 
         @app.agent(topics[kafka.topic_raw], name=AGENT_NAMES["normalize"])
         async def normalize(stream: faust.StreamT) -> Any:
+            """Micro-batches too: one Redis round trip per batch for the erasure and
+            repost checks (see :meth:`NormalizeStage.handle_batch`); one outcome per post."""
             events = _manual_acks(stream)
-            async for event in events.events():
-                key = event.key.decode("utf-8", "replace") if event.key else None
-                outcome = await normalize_stage.handle(event.value, _produced_at(event), key)
-                await events.ack(event)
-                yield outcome
+            async for batch in events.noack_take(batch_size, within=batch_wait):
+                records = [
+                    (
+                        e.value,
+                        _produced_at(e),
+                        e.key.decode("utf-8", "replace") if e.key else None,
+                    )
+                    for e in batch
+                ]
+                try:
+                    outcomes = await normalize_stage.handle_batch(records)
+                except Exception as exc:
+                    await _stop(app, "normalize", exc)
+                    raise
+                for event in batch:
+                    await events.ack(event)
+                for outcome in outcomes:
+                    yield outcome
 
     def batched_agent(stage_name: str, topic_name: str, stage: Any) -> None:
-        """An agent that hands micro-batches to ``stage`` and acks only after it returned.
-
-        An exception out of the stage (a configuration error such as a model that cannot
-        be loaded) crashes the app, which stops the worker with a non-zero status: left
-        to faust, the agent would be restarted and fail again while the unacknowledged
-        batch holds back every later commit. The batch is replayed after a restart.
-        """
+        """An agent that hands micro-batches to ``stage`` and acks only after it returned
+        (an exception stops the worker: :func:`_stop`)."""
 
         @app.agent(topics[topic_name], name=AGENT_NAMES[stage_name])
         async def run(stream: faust.StreamT) -> Any:
@@ -201,13 +225,7 @@ def create_app(
                 try:
                     report = await stage.handle_batch([e.value for e in batch])
                 except Exception as exc:
-                    log.critical(
-                        "%s stage failed, stopping the worker (batch not acknowledged): %s: %s",
-                        stage_name,
-                        type(exc).__name__,
-                        exc,
-                    )
-                    await app.crash(exc)
+                    await _stop(app, stage_name, exc)
                     raise
                 for event in batch:
                     await events.ack(event)

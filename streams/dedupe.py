@@ -15,10 +15,33 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 from crossfeed.live.keys import LiveKeys
 from crossfeed.streams.exceptions import DedupeUnavailableError
+
+# KEYS: per claim i, the content-hash key, the post's claim key and its repost key;
+# ARGV: the TTL, then per claim the post id and the content hash. Returns the owners.
+# The same steps as RedisDedupeStore.claim, atomically (no key can expire in between).
+_CLAIM_MANY = """
+local ttl = tonumber(ARGV[1])
+local owners = {}
+for i = 1, #KEYS / 3 do
+  local key, claim, repost = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local post_id, digest = ARGV[2 * i], ARGV[2 * i + 1]
+  local owner = redis.call('GET', key)
+  if not owner then
+    redis.call('SET', key, post_id, 'EX', ttl)
+    redis.call('SET', claim, digest, 'EX', ttl)
+    owner = post_id
+  elseif owner ~= post_id then
+    redis.call('SET', repost, owner, 'EX', ttl)
+  end
+  owners[i] = owner
+end
+return owners
+"""
 
 
 class DedupeStore(ABC):
@@ -30,6 +53,12 @@ class DedupeStore(ABC):
 
         Raises :class:`DedupeUnavailableError` (retriable) when the store is unreachable.
         """
+
+    async def claim_many(self, claims: Sequence[tuple[str, str]]) -> list[str]:
+        """``claim`` for each ``(content_hash, post_id)`` in order (a micro-batch of the
+        normalize stage); the owners, in the same order. Stores override it with one round
+        trip."""
+        return [await self.claim(digest, post_id) for digest, post_id in claims]
 
     @abstractmethod
     async def forget(self, post_id: str) -> None:
@@ -85,6 +114,7 @@ class RedisDedupeStore(DedupeStore):
         self._claims = f"{key_prefix}:dedupe-post:"
         self._keys = LiveKeys(key_prefix)  # repost id -> original, read by GET /v1/posts
         self._ttl_s = ttl_s
+        self._claim_script = self._redis.register_script(_CLAIM_MANY)
 
     async def claim(self, content_hash: str, post_id: str) -> str:
         import redis.exceptions
@@ -105,6 +135,24 @@ class RedisDedupeStore(DedupeStore):
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise DedupeUnavailableError(f"redis unreachable for repost check: {exc}") from exc
         return post_id
+
+    async def claim_many(self, claims: Sequence[tuple[str, str]]) -> list[str]:
+        """All claims in one atomic script (one round trip instead of two or three per post),
+        in order, so a batch holding a post and its repost resolves as one at a time would."""
+        import redis.exceptions
+
+        if not claims:
+            return []
+        keys: list[str] = []
+        args: list[Any] = [self._ttl_s]
+        for digest, post_id in claims:
+            keys += [self._prefix + digest, self._claims + post_id, self._keys.repost(post_id)]
+            args += [post_id, digest]
+        try:
+            owners = await self._claim_script(keys=keys, args=args)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise DedupeUnavailableError(f"redis unreachable for repost check: {exc}") from exc
+        return [o.decode("utf-8") if isinstance(o, bytes) else str(o) for o in owners]
 
     async def forget(self, post_id: str) -> None:
         import redis.exceptions

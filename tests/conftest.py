@@ -147,3 +147,26 @@ def engines() -> Iterator[list[EngineStatus]]:
         ours = [st.name for st in statuses if st.action == "started"]
         if ours:
             down(s, ours)
+
+
+@pytest.fixture
+async def redis_dedupe() -> Any:
+    """``(store, client, prefix)``: a RedisDedupeStore on a private key prefix of the real
+    Redis (TTL 60 s) and a plain client; every key under the prefix is deleted after."""
+    import redis.asyncio as aioredis
+
+    from crossfeed.core.settings import RedisSettings
+    from crossfeed.streams.dedupe import RedisDedupeStore
+
+    url = RedisSettings().url.get_secret_value()
+    prefix = f"crossfeed-test-streams-{uuid.uuid4().hex[:8]}"
+    store = RedisDedupeStore(url, key_prefix=prefix, ttl_s=60)
+    client = aioredis.Redis.from_url(url)
+    try:
+        yield store, client, prefix
+    finally:
+        keys = [k async for k in client.scan_iter(f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+        await store.close()

@@ -3,7 +3,6 @@ repost's original) indexed under another model version only is found there."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +13,7 @@ from crossfeed.api.app import create_app
 from crossfeed.api.cache import MemorySearchCache
 from crossfeed.api.live import LiveServices
 from crossfeed.api.metrics import ApiMetrics
-from crossfeed.core.settings import RedisSettings, Settings
+from crossfeed.core.settings import Settings
 from crossfeed.encoders.testing import HashingEmbedder
 from crossfeed.indexer.base import IndexRow
 from crossfeed.indexer.memory import InMemoryIndex
@@ -97,26 +96,12 @@ def test_unknown_posts_and_reposts_of_erased_posts_are_404(client: TestClient) -
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("engines")
-async def test_the_redis_dedupe_store_records_reposts_for_the_api() -> None:
-    import redis.asyncio as aioredis
-
-    from crossfeed.streams.dedupe import RedisDedupeStore
-
-    url = RedisSettings().url.get_secret_value()
-    prefix = f"crossfeed-test-reposts-{uuid.uuid4().hex[:8]}"
-    store = RedisDedupeStore(url, key_prefix=prefix, ttl_s=60)
-    client = aioredis.Redis.from_url(url)
+async def test_the_redis_dedupe_store_records_reposts_for_the_api(redis_dedupe: Any) -> None:
+    store, client, prefix = redis_dedupe
     live = LiveServices(subscriptions=None, redis=client, prefix=prefix)  # type: ignore[arg-type]
-    try:
-        assert await store.claim("h1", "first") == "first"
-        assert await store.claim("h1", "again") == "first"
-        assert await live.original_of("again") == "first"
-        assert await live.original_of("first") is None
-        await store.forget("again")
-        assert await live.original_of("again") is None
-    finally:
-        keys = [k async for k in client.scan_iter(f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-        await store.close()
+    assert await store.claim("h1", "first") == "first"
+    assert await store.claim("h1", "again") == "first"
+    assert await live.original_of("again") == "first"
+    assert await live.original_of("first") is None
+    await store.forget("again")
+    assert await live.original_of("again") is None

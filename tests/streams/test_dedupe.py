@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import socket
 import uuid
+from typing import Any
 
 import pytest
 
-from crossfeed.core.settings import RedisSettings
 from crossfeed.streams.dedupe import DedupeStore, InMemoryDedupeStore, RedisDedupeStore
 from crossfeed.streams.exceptions import DedupeUnavailableError
 
@@ -36,23 +36,13 @@ async def test_in_memory_expiry() -> None:
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("engines")
-async def test_redis_contract_and_ttl() -> None:
-    url = RedisSettings().url.get_secret_value()
-    prefix = f"crossfeed-test-streams-{uuid.uuid4().hex[:8]}"
-    store = RedisDedupeStore(url, key_prefix=prefix, ttl_s=60)
-    try:
-        await _check_contract(store)
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(url)
-        keys = [k async for k in client.scan_iter(f"{prefix}:dedupe:*")]
-        assert len(keys) == 2
-        ttls = [await client.ttl(k) for k in keys]
-        assert all(0 < t <= 60 for t in ttls)
-        await client.delete(*keys)
-        await client.aclose()
-    finally:
-        await store.close()
+async def test_redis_contract_and_ttl(redis_dedupe: Any) -> None:
+    store, client, prefix = redis_dedupe
+    await _check_contract(store)
+    keys = [k async for k in client.scan_iter(f"{prefix}:dedupe:*")]
+    assert len(keys) == 2
+    ttls = [await client.ttl(k) for k in keys]
+    assert all(0 < t <= 60 for t in ttls)
 
 
 async def test_redis_unreachable_is_retriable() -> None:
