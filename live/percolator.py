@@ -16,11 +16,14 @@ subscription's ``min_score``, with their exact score:
    search); each (subscription, post) keeps its best row.
 
 Every exactly scored pair also checks the first pass's bound; a violation logs an
-error, turns the int8 pass off for good and matches the batch again with the plain
-float32 pass. Products run with ``blas_threads`` BLAS threads
+error, scores that batch exactly against every subscription, and turns the int8 pass
+off for good (later batches go through the float32 pass).
+
+Products run with ``blas_threads`` BLAS and OpenMP threads
 (``CROSSFEED_PERCOLATOR_THREADS``, default 1): OpenBLAS defaults to a thread per core,
 which on a small shared box spins against Milvus and the encoders (13 vs 8 ms a float32
-product of 10,000 x 384 x 32 here).
+product of 10,000 x 384 x 32 here), and so did the int8 kernel's OpenMP team when called
+from the index stage's matching thread (see :func:`_blas_threads`).
 
 The cache is rebuilt only when the store's version counter moved (a subscription was
 created or deleted). A subscription matches only rows of its own model version:

@@ -60,12 +60,7 @@ class LiveHooks:
         prefix = settings.redis.key_prefix
         hooks = cls()
         if "index" in stages:
-            from crossfeed.encoders.model import apply_cpu_threads
-
             feed = RedisSubscriptionFeed.from_settings(settings.redis, settings.live)
-            # The percolator's int8 pass runs on torch's intra-op threads: bound them as
-            # the embedder would (it may never load in an index-only worker).
-            apply_cpu_threads(settings.encoder.cpu_threads)
             hooks.percolator = Percolator(
                 feed,
                 screen=settings.live.percolator_screen,
