@@ -63,9 +63,14 @@ def _num(value: Any) -> float | None:
 
 def _ingest_ratio(modality: str) -> Callable[[Results], float | None]:
     def read(r: Results) -> float | None:
-        rows = _num(dig(r, "ingest", "phases", modality, "rows_per_s"))
+        # Posts (items) per second, like the encoder's rate: a video is one item to the
+        # encoder but several rows in the index (its moments).
+        posts = _num(dig(r, "ingest", "phases", modality, "posts"))
+        seconds = _num(dig(r, "ingest", "phases", modality, "seconds"))
         encoder = _num(dig(r, "encoders", "throughput", modality, "summary", "p50"))
-        return rows / encoder if rows is not None and encoder else None
+        if posts is None or not seconds or not encoder:
+            return None
+        return posts / seconds / encoder
 
     return read
 

@@ -51,9 +51,11 @@ def _encoders() -> dict[str, Any]:
 def _ingest() -> dict[str, Any]:
     return {
         "phases": {
-            "text": {"rows_per_s": 90.0},
-            "image": {"rows_per_s": 10.0},
-            "video": {"rows_per_s": 3.6},
+            "text": {"posts": 180, "seconds": 2.0, "rows_per_s": 90.0},
+            "image": {"posts": 50, "seconds": 5.0, "rows_per_s": 10.0},
+            # 9 videos in 2.5 s: 3.6 videos/s, but 3 rows each (moments): the ratio is
+            # of videos, like the encoder's rate, not of rows.
+            "video": {"posts": 9, "seconds": 2.5, "rows_per_s": 10.8},
         },
         "freshness_idle_s": {"summary": summarize([0.4, 0.5, 1.2])},
     }
