@@ -12,6 +12,7 @@ from typing import Any
 from crossfeed.exceptions import InvalidInputError
 
 TUNE_SEEDS = (0, 1, 2)  # the defaults were chosen on these; report others
+DEFAULT_SPACE = "tag-head"
 
 
 def _seeds(value: str) -> tuple[int, ...]:
@@ -45,6 +46,13 @@ def add_trends_eval(eval_sub: argparse._SubParsersAction) -> None:
         "--compare-clusterers",
         action="store_true",
         help="also time ours against River's stream clusterers on the corpus rows",
+    )
+    p.add_argument(
+        "--space",
+        choices=("untrained", "tag-head"),
+        default=DEFAULT_SPACE,
+        help="the text rows: the served untrained version, or a tag-posterior text head "
+        "fitted on the corpus items the bursts do not use (default %(default)s)",
     )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--no-progress", action="store_true")
@@ -98,6 +106,10 @@ def _cmd_trends(args: argparse.Namespace) -> int:
     state = settings.state.state_dir / "eval" / "trends"
     posts = _corpus_posts(state, args.corpus, progress)
     corpus = load_corpus(posts, state / "cache", load_embedder(settings, batch_size=64))
+    if args.space == "tag-head":
+        from crossfeed.train.trends_space import with_tag_head
+
+        corpus = with_tag_head(corpus, state / "cache")
     if args.compare_clusterers:
         from crossfeed.train.trends_clusterers import compare_clusterers
 
@@ -117,6 +129,7 @@ def _cmd_trends(args: argparse.Namespace) -> int:
             stream=stream,
             progress=progress,
             plot=not args.no_plot,
+            space=args.space,
         )
         results[seed] = run_trends_eval(opts, corpus)
         if not args.json:
