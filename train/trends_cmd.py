@@ -106,10 +106,6 @@ def _cmd_trends(args: argparse.Namespace) -> int:
     state = settings.state.state_dir / "eval" / "trends"
     posts = _corpus_posts(state, args.corpus, progress)
     corpus = load_corpus(posts, state / "cache", load_embedder(settings, batch_size=64))
-    if args.space == "tag-head":
-        from crossfeed.train.trends_space import with_tag_head
-
-        corpus = with_tag_head(corpus, state / "cache")
     if args.compare_clusterers:
         from crossfeed.train.trends_clusterers import compare_clusterers
 
@@ -120,6 +116,10 @@ def _cmd_trends(args: argparse.Namespace) -> int:
         (out_dir / "clusterers.json").write_text(json.dumps(rows, indent=2) + "\n")
         for row in rows:
             print(json.dumps(row), file=sys.stderr)
+    if args.space == "tag-head":
+        from crossfeed.train.trends_space import with_tag_head
+
+        corpus = with_tag_head(corpus, state / "cache")
     results: dict[int, dict[str, Any]] = {}
     for seed in seeds:
         opts = TrendsEvalOptions(

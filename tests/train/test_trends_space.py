@@ -86,3 +86,16 @@ def test_paraphrases_sit_closer_together_than_to_other_subjects() -> None:
 def test_a_corpus_without_event_sources_is_refused() -> None:
     with pytest.raises(ValueError, match="events came from"):
         with_tag_head(replace(_corpus(), event_source=[]), None, CFG)
+
+
+def test_the_eval_command_runs_the_fitted_head_unless_told_otherwise() -> None:
+    import argparse
+
+    from crossfeed.train.trends_cmd import add_trends_eval
+
+    parser = argparse.ArgumentParser()
+    add_trends_eval(parser.add_subparsers())
+    assert parser.parse_args(["trends"]).space == "tag-head"
+    assert parser.parse_args(["trends", "--space", "untrained"]).space == "untrained"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["trends", "--space", "clip"])
