@@ -149,8 +149,14 @@ def clean_text_and_hashtags(text: str) -> tuple[str, list[str]]:
             words.append(rest)
     # A hashtag replaced by its words can complete a link or a mention around it
     # ("#0Http://x" -> "0 http://x"): strip those too, so clean text is clean.
-    joined = strip_mentions(strip_urls(" ".join(words)))
-    cleaned = squeeze_whitespace(squeeze_elongations(joined))
+    cleaned = squeeze_whitespace(strip_mentions(strip_urls(" ".join(words))))
+    # Squeezing an elongation can make a link ("Wwww.0" -> "Www.0") and stripping one can
+    # join a run; repeat until nothing changes (each pass only shortens the text).
+    for _ in range(8):
+        again = squeeze_whitespace(strip_mentions(strip_urls(squeeze_elongations(cleaned))))
+        if again == cleaned:
+            break
+        cleaned = again
     return cleaned, _unique(tags)
 
 

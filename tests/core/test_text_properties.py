@@ -245,3 +245,12 @@ def test_property_content_hash_never_raises(examples: int) -> None:
         assert len(digest) == 64 and int(digest, 16) >= 0
 
     _run(examples, st.tuples(TEXT, st.lists(TAG, max_size=5)), check)
+
+
+def test_squeezing_that_makes_a_link_is_cleaned_again() -> None:
+    """Found by the long pass: "Wwww.0" squeezed to "Www.0", a link, which the next
+    cleaning removed; cleaning runs until nothing changes."""
+    assert clean_text("Wwww.0") == ""
+    for text in ("Wwww.0 hi", "ok Wwww.example.com", "@@@bob wwww.x", "Sooooo wwww.0 nice"):
+        cleaned = clean_text(text)
+        assert clean_text(cleaned) == cleaned, (text, cleaned)
