@@ -8,6 +8,7 @@ Sub-commands::
     crossfeed bench query      # API latency, uncached vs cached, per query kind
     crossfeed bench sources    # connector throughput, Jetstream frames -> Kafka
     crossfeed bench live       # standing queries: index-stage cost, produce -> searchable / SSE
+    crossfeed bench soak       # RSS of a worker and an API process under half load, over time
     crossfeed bench all        # all of the above, one combined report
 
 Each writes ``<out>/<name>.json``, ``<out>/<name>.md`` and ``<out>/<name>.png``
@@ -26,10 +27,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from crossfeed.ops.bench import soak_cli
+
 log = logging.getLogger(__name__)
 
 ENGINE_NAMES = ("kafka", "redis", "milvus")
-PARTS = ("engines", "encoders", "ingest", "query")  # what `bench all` runs
+PARTS = ("engines", "encoders", "ingest", "query", "soak")  # what `bench all` runs
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 
@@ -129,6 +132,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probe-every", type=int, default=10, help="1 probe post in this many")
     p.add_argument("--cost-rounds", type=int, default=6, help="index-stage cost rounds")
     p.set_defaults(func=_cmd_live)
+    soak_cli.add_soak_parser(bsub, _common).set_defaults(func=_cmd_soak)
 
     p = bsub.add_parser("all", help="every bench, one combined report")
     _common(p)
@@ -136,6 +140,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _encoder_args(p)
     _ingest_args(p, 300)
     _query_args(p)
+    soak_cli.add_soak_args(p, prefix="soak-")
     p.add_argument("--skip", default="", help=f"comma-separated parts to skip: {','.join(PARTS)}")
     p.set_defaults(func=_cmd_all)
 
@@ -326,6 +331,14 @@ def _cmd_live(args: argparse.Namespace) -> int:
     return _emit(run_live_bench(base, out, args), args, out)
 
 
+def _cmd_soak(args: argparse.Namespace) -> int:
+    soak_cli.soak_config(args)  # bad options fail before anything starts
+    base = _settings()
+    _check_engines(base)
+    out = _out_dir(args, base)
+    return _emit(soak_cli.run_soak_part(args, base, out, progress=_progress(args)), args, out)
+
+
 def _cmd_query(args: argparse.Namespace) -> int:
     from crossfeed.ops.bench.query import run_query_bench
 
@@ -446,7 +459,7 @@ def run_all(args: argparse.Namespace, base: Any, out: Path, skip: set[str]) -> A
     from crossfeed.ops.bench.summary import combine
 
     reports: dict[str, Any] = {}
-    corpus = _corpus(args, out) if set(PARTS) - skip - {"engines"} else None
+    corpus = _corpus(args, out) if set(PARTS) - skip - {"engines", "soak"} else None
     if "engines" not in skip:
         reports["engines"] = _engines(args, base)
     embedder = None
@@ -476,17 +489,23 @@ def run_all(args: argparse.Namespace, base: Any, out: Path, skip: set[str]) -> A
                     progress=_progress(args),
                     extra={"index_rows": results["rows_in_collection"]},
                 )
+    if "soak" not in skip:  # last: its own worker and API process, minutes of load
+        reports["soak"] = soak_cli.run_soak_part(
+            args, base, out, progress=_progress(args), prefix="soak-"
+        )
     return combine(reports)
 
 
 def _cmd_all(args: argparse.Namespace) -> int:
     settings = _settings()
     skip = set(_split(args.skip, PARTS, "part(s)"))
+    if "soak" not in skip:  # bad soak options fail before the other parts run
+        soak_cli.soak_config(args, prefix="soak-")
     if skip >= set(PARTS):
         from crossfeed.ops.exceptions import BenchError
 
         raise BenchError("nothing to run: every part is skipped")
-    if {"ingest", "query"} - skip:
+    if {"ingest", "query", "soak"} - skip:
         _check_engines(settings)
     out = _out_dir(args, settings)
     return _emit(run_all(args, settings, out, skip), args, out)

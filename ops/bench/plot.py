@@ -231,6 +231,12 @@ def plot_ingest_trends(ax: Any, results: dict[str, Any]) -> bool:
     return plot_trends_overhead(ax, results)
 
 
+def plot_soak(ax: Any, results: dict[str, Any]) -> bool:
+    from crossfeed.ops.bench.soak_report import plot_soak as draw
+
+    return draw(ax, results)
+
+
 PANELS: dict[str, Callable[[Any, dict[str, Any]], bool]] = {
     "query_scale": plot_query_scale,
     "engines": plot_engines,
@@ -240,6 +246,7 @@ PANELS: dict[str, Callable[[Any, dict[str, Any]], bool]] = {
     "query": plot_query,
     "sources": plot_sources,
     "live": plot_live,
+    "soak": plot_soak,
 }
 
 
