@@ -375,6 +375,7 @@ def _soak(
     stop_load, stop_rows = threading.Event(), threading.Event()
     pids = {"worker": live.proc.pid if live.proc else 0, "api": api.proc.pid}
     sampler = RssSampler(pids)
+    loads: list[float] = []
     threads = [
         _produce_thread(live, _posts(cfg, rate, images, load, stop_load), load),
         _search_thread(api.url, cfg, load, stop_load),
@@ -392,6 +393,7 @@ def _soak(
             if load.produce_error is not None:
                 raise BenchError(f"producing posts failed: {load.produce_error}")
             show.tick(t, load, sampler.sample())
+            loads.append(os.getloadavg()[0])  # other work on the machine, during the load
             next_at += cfg.sample_s
             time.sleep(max(0.0, min(next_at, t_start + cfg.duration_s) - time.monotonic()))
         sampler.sample()  # the end of the load
@@ -409,6 +411,7 @@ def _soak(
     threads[2].join(timeout=30)
     results.update(summarize_load(load, t_start, elapsed, cfg))
     results["stalls"] = show.stalls
+    results["load_avg_1m"] = {"mean": float(np.mean(loads)), "max": max(loads)}
     results["rss"] = {
         name: {
             "pid": pid,

@@ -119,6 +119,8 @@ def build_report(results: dict[str, Any], *, cfg: Any, model_version: str) -> Be
         f"{searches['requests']:,} ({searches['cached']:,}) / {searches['errors']:,}",
     )
     load.add("search latency p50 / p95 ms", f"{_f(lat.get('p50'))} / {_f(lat.get('p95'))}")
+    cpu = results.get("load_avg_1m") or {}
+    load.add("load average (1 min) mean / max", f"{_f(cpu.get('mean'))} / {_f(cpu.get('max'))}")
     report.tables.append(load)
     report.tables.append(_timeline_table(results["timeline"]))
     growth = results.get("rss_growth")

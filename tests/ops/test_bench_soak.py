@@ -274,6 +274,7 @@ def _results(worker_growth: float) -> dict[str, Any]:
         },
         "timeline": windows(20, 70, indexed=[1.0, 30.0], searches=[(2.0, 30.0)], errors=[]),
         "stalls": ["at 40 s: no search answered for 30 s: HTTP 503"],
+        "load_avg_1m": {"mean": 3.21, "max": 5.5},
         "rss": rss,
         "rss_growth": worst_growth(rss),
         "rss_growth_robust": worst_growth(rss, "growth_robust"),
@@ -292,6 +293,7 @@ def test_report_says_whether_the_target_is_met(tmp_path: Path) -> None:
     assert "| worker | 400 | 416 | 416 | +4.0% |" in md
     assert "target <= 10%: met" in md and "stall at 40 s" in md
     assert "560 / 0" in md and "half the measured maximum 16.0" in md
+    assert "| load average (1 min) mean / max | 3.21 / 5.5 |" in md
     bad = render_markdown(_report(0.25))
     assert "+25.0%" in bad and "NOT met" in bad
     paths = write_report(ok, tmp_path)
@@ -344,6 +346,7 @@ def test_bench_soak_end_to_end(engines: object, tmp_path: Path) -> None:
     assert searches["requests"] >= 40 and searches["errors"] == 0
     assert searches["cached"] > 0 and searches["latency_ms"]["p50"] > 0
     assert sum(w["searches"] for w in r["timeline"]) == searches["requests"]
+    assert r["load_avg_1m"]["max"] >= r["load_avg_1m"]["mean"] > 0
     assert (out / "soak.png").stat().st_size > 0
     assert "RSS (MB) of each process" in (out / "soak.md").read_text()
     settings = Settings()
