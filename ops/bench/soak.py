@@ -189,7 +189,9 @@ def _posts(
             post = src.model_copy(update={"id": pid, "text": text, "created_at": datetime.now(UTC)})
             load.images += 1
         else:
-            post = _post(pid, _filler_text(rng, i))
+            # the nonce: the max-rate burst draws its texts from the same seed, and an
+            # equal text would be dropped as a repost (and counted lost here)
+            post = _post(pid, f"{_filler_text(rng, i)} {nonce}")
         load.sent[pid] = time.monotonic()
         yield post
         i += 1
@@ -403,10 +405,11 @@ def _soak(
         threads[1].join(timeout=60)
     elapsed = time.monotonic() - t_start
     show.say(f"load stopped after {elapsed:.0f} s; waiting for the last posts")
-    deadline = time.monotonic() + cfg.drain_s
-    while len(load.visible) < len(load.sent) and time.monotonic() < deadline:
+    drain_start = time.monotonic()
+    while len(load.visible) < len(load.sent) and time.monotonic() < drain_start + cfg.drain_s:
         live.check_alive()
         time.sleep(0.5)
+    results["drain_s"] = round(time.monotonic() - drain_start, 1)
     stop_rows.set()
     threads[2].join(timeout=30)
     results.update(summarize_load(load, t_start, elapsed, cfg))

@@ -63,7 +63,12 @@ def soak_config(args: argparse.Namespace, *, prefix: str = "") -> Any:
         )
     except ValueError as exc:
         raise BenchError(f"--{prefix}rate/--{prefix}warmup take a number or auto: {exc}") from exc
-    cfg.check()
+    try:
+        cfg.check()
+    except BenchError as exc:
+        if not prefix:
+            raise
+        raise BenchError(f"{exc} (here: the --{prefix}* options)") from exc
     return cfg
 
 

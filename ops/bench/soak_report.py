@@ -27,14 +27,16 @@ def windows(
     second, successful searches with their p50/p95 latency (ms), failed searches.
 
     ``indexed`` and ``errors`` are times (s since the start), ``searches`` (time, ms).
-    A post made searchable during the drain after the load counts in the last window.
+    Only the load is covered: posts made searchable in the drain after it are left out
+    (they are in the totals), and a trailing sliver shorter than a tenth of a window
+    joins the window before it.
     """
     if width_s <= 0:
         raise ValueError("the window width must be positive")
-    n = max(1, int(np.ceil(elapsed_s / width_s - 1e-9)))
+    n = max(1, int(np.ceil(elapsed_s / width_s - 0.1)))
 
     def slot(t: float) -> int:
-        return min(n - 1, max(0, int(t // width_s)))
+        return min(n - 1, max(0, int(t // width_s))) if t <= elapsed_s else -1
 
     rows: list[dict[str, Any]] = []
     for i in range(n):
@@ -138,6 +140,11 @@ def build_report(results: dict[str, Any], *, cfg: Any, model_version: str) -> Be
         "cache is keyed by the index epoch, which each indexed batch moves, so under "
         "steady ingest mostly the immediate repeats are cache hits."
     )
+    if posts["lost"]:
+        report.notes.append(
+            f"{posts['lost']} posts were not searchable {results.get('drain_s', '?')} s "
+            "after the load stopped (lost, or the worker far behind): see soak-worker.log."
+        )
     for stall in results.get("stalls") or []:
         report.notes.append(f"stall {stall}")
     return report

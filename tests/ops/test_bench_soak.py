@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from crossfeed.core.schema import Post
 from crossfeed.core.settings import Settings
 from crossfeed.ops.bench import soak as soak_mod
 from crossfeed.ops.bench.output import render_markdown, write_report
@@ -164,7 +165,10 @@ def test_windows_rates_and_latency() -> None:
         errors=[16.0],
     )
     assert [(r["t0"], r["t1"]) for r in rows] == [(0, 10), (10, 20), (20, 25)]
-    assert [r["indexed_per_s"] for r in rows] == [0.2, 0.1, 2 / 5]
+    assert [r["indexed_per_s"] for r in rows] == [0.2, 0.1, 1 / 5]  # 40: after the load
+    sliver = windows(10.0, 20.5, indexed=[20.2], searches=[(20.1, 7.0)], errors=[])
+    assert [(r["t0"], r["t1"]) for r in sliver] == [(0, 10), (10, 20.5)]
+    assert sliver[1]["searches"] == 1 and sliver[1]["indexed_per_s"] == pytest.approx(1 / 10.5)
     assert rows[0]["search_p50_ms"] == 20.0 and rows[0]["searches"] == 2
     assert rows[1]["errors"] == 1 and rows[1]["search_p95_ms"] == 5.0
     assert rows[2]["search_p50_ms"] is None
@@ -217,6 +221,40 @@ def test_progress_reports_stalls(monkeypatch: pytest.MonkeyPatch, capsys: Any) -
     assert "0/600 s (warm-up)" in err and "RSS worker 300 MB" in err
 
 
+def test_soak_posts_are_paced_unique_and_never_reposts_of_the_burst() -> None:
+    """The max-rate burst draws its texts from the same seed: a soak post with an equal
+    text would be dropped as a repost and counted lost (it was, 19 posts, once)."""
+    import threading
+
+    import numpy as np
+
+    from crossfeed.core.text import content_hash
+    from crossfeed.ops.bench.push import _filler_text
+
+    cfg = SoakConfig(seed=0, image_every=5)
+    picture = Post.model_validate(
+        {
+            "id": "pic",
+            "source": "corpus",
+            "author": "@a",
+            "created_at": "2026-01-01T00:00:00Z",
+            "text": "a red car",
+            "media": [{"kind": "image", "path": "/x/car.png", "mime": "image/png"}],
+        }
+    )
+    load, stop = Load(), threading.Event()
+    gen = soak_mod._posts(cfg, 1000.0, [picture], load, stop)
+    posts = [next(gen) for _ in range(60)]
+    stop.set()
+    assert list(gen) == []
+    rng = np.random.default_rng(cfg.seed)
+    burst = {content_hash(_filler_text(rng, i), [], []) for i in range(300)}
+    hashes = {content_hash(p.text, p.tags, p.media) for p in posts}
+    assert len(hashes) == 60 and not hashes & burst
+    assert [p.id for p in posts] == list(load.sent) and load.images == 12
+    assert all(p.media and p.text.startswith("a red car soak") for p in posts[4::5])
+
+
 def test_config_checks_and_options() -> None:
     assert SoakConfig(duration_s=600).warmup == 120
     assert SoakConfig(duration_s=40).warmup == 10
@@ -235,6 +273,8 @@ def test_config_checks_and_options() -> None:
     assert (cfg.duration_s, cfg.rate, cfg.warmup, cfg.image_every) == (30.0, 4.5, 7.5, 20)
     auto = soak_config(p.parse_args(["--soak-warmup", "auto"]), prefix="soak-")
     assert auto.rate is None and auto.warmup == 120
+    with pytest.raises(BenchError, match=r"here: the --soak-\* options"):
+        soak_config(p.parse_args(["--soak-duration", "5", "--soak-warmup", "5"]), prefix="soak-")
     with pytest.raises(BenchError, match="number or auto"):
         soak_config(p.parse_args(["--soak-rate", "fast"]), prefix="soak-")
 
@@ -294,8 +334,12 @@ def test_report_says_whether_the_target_is_met(tmp_path: Path) -> None:
     assert "target <= 10%: met" in md and "stall at 40 s" in md
     assert "560 / 0" in md and "half the measured maximum 16.0" in md
     assert "| load average (1 min) mean / max | 3.21 / 5.5 |" in md
-    bad = render_markdown(_report(0.25))
+    assert "were not searchable" not in md
+    lost = _results(0.25)
+    lost["posts"]["lost"], lost["drain_s"] = 19, 180.0
+    bad = render_markdown(build_report(lost, cfg=SoakConfig(duration_s=70), model_version="v"))
     assert "+25.0%" in bad and "NOT met" in bad
+    assert "19 posts were not searchable 180.0 s after the load stopped" in bad
     paths = write_report(ok, tmp_path)
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads(paths["json"].read_text())
