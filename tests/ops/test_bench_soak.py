@@ -354,6 +354,35 @@ def test_bench_all_headline_and_figure_include_the_soak(tmp_path: Path) -> None:
     assert write_report(combined, tmp_path)["png"].stat().st_size > 0
 
 
+def test_bench_all_runs_the_soak_part_with_its_own_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The wiring of ``bench all``: the soak-prefixed options reach the soak part, whose
+    report lands in all.json (the runner itself is the integration test's)."""
+    from crossfeed.ops.bench import cli, soak_cli
+    from crossfeed.ops.cli import main
+
+    calls: list[dict[str, Any]] = []
+
+    def fake_part(args: argparse.Namespace, base: Any, out: Path, **kw: Any) -> BenchReport:
+        calls.append({"cfg": soak_config(args, prefix=kw["prefix"]), **kw})
+        return _report(0.03)
+
+    monkeypatch.setattr(soak_cli, "run_soak_part", fake_part)
+    monkeypatch.setattr(cli, "_check_engines", lambda settings: None)
+    argv = ["bench", "all", "--skip", "engines,encoders,ingest,query", "--out", str(tmp_path)]
+    argv += ["--soak-duration", "45", "--soak-rate", "3", "--no-progress", "--no-png"]
+    assert main(argv) == 0
+    assert len(calls) == 1 and calls[0]["prefix"] == "soak-"
+    assert (calls[0]["cfg"].duration_s, calls[0]["cfg"].rate) == (45.0, 3.0)
+    data = json.loads((tmp_path / "all.json").read_text())
+    assert set(data["results"]) == {"soak"}
+    assert data["results"]["soak"]["rss_growth"] == pytest.approx(0.03)
+    argv[3] = "engines,encoders,ingest,query,soak"
+    assert main(argv) == 1  # nothing left to run
+    assert len(calls) == 1
+
+
 # --------------------------------------------------------------------------- integration
 
 
