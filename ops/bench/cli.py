@@ -447,7 +447,7 @@ def _query_existing(args: argparse.Namespace, base: Any, out: Path) -> Any:
 
 
 def run_all(args: argparse.Namespace, base: Any, out: Path, skip: set[str]) -> Any:
-    """Engines, encoders, then ingest and query in one live pipeline; one report.
+    """Engines, encoders, ingest and query in one live pipeline, then the soak; one report.
 
     The embedder the encoder bench loaded is handed to the API of the query bench, so
     the models are loaded once in this process (the worker process loads its own).

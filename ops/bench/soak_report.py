@@ -220,6 +220,10 @@ def plot_soak(ax: Any, results: dict[str, Any]) -> bool:
         color="#55a868",
         label="searchable posts/s",
     )
+    if results.get("rate_posts_per_s"):
+        right.axhline(
+            results["rate_posts_per_s"], color="#55a868", ls=":", label="produced posts/s"
+        )
     right.set_ylabel("posts/s", color="#55a868")
     right.set_ylim(bottom=0)
     handles = low.get_legend_handles_labels()
