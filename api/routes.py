@@ -9,6 +9,7 @@ One search path takes two body types, dispatched on Content-Type:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, datetime
 from typing import Any
@@ -168,9 +169,22 @@ async def search(
         members = await scope_to_trend(state.trends, query.filters.trend)
         query = dataclasses.replace(query, post_ids=members)
     ctx = search_context(state, embedder, index, thumbnails=live.thumbnails)
-    response = await run_search(ctx, query)
-    # Redis away (the answer is marked degraded): the index's freshness is not read.
-    response.freshness = await live.freshness(read_index=not response.degraded)
+    # The index's freshness is read while the search runs (one Redis round trip less on
+    # the answer's way), and before it answers, so `indexed_through` never claims more
+    # than the results hold. Redis away (the answer is marked degraded): not read.
+    reading = None if cache.degraded else asyncio.ensure_future(live.freshness())
+    try:
+        response = await run_search(ctx, query)
+    except BaseException:
+        if reading is not None:
+            reading.cancel()
+        raise
+    if reading is None or response.degraded:
+        if reading is not None:
+            reading.cancel()
+        response.freshness = await live.freshness(read_index=False)
+    else:
+        response.freshness = await reading
     return response
 
 

@@ -271,6 +271,11 @@ class LiveSettings(_Base):
     # Standing-query matches an index worker holds in memory while Redis is away (written
     # when it is back); beyond this many, new matches are dropped and counted.
     match_buffer: int = Field(default=10_000, ge=0, alias="CROSSFEED_MATCH_BUFFER")
+    # The percolator's int8 first pass for banks of >= 2048 subscriptions (exact either
+    # way: it only rules out subscriptions, with a rigorous bound; live/screen.py), and
+    # the BLAS threads of its products (0 = the library's default, one per core).
+    percolator_screen: bool = Field(default=True, alias="CROSSFEED_PERCOLATOR_SCREEN")
+    percolator_threads: int = Field(default=1, ge=0, alias="CROSSFEED_PERCOLATOR_THREADS")
 
 
 class TrendSettings(_Base):

@@ -61,7 +61,11 @@ class LiveHooks:
         hooks = cls()
         if "index" in stages:
             feed = RedisSubscriptionFeed.from_settings(settings.redis, settings.live)
-            hooks.percolator = Percolator(feed)
+            hooks.percolator = Percolator(
+                feed,
+                screen=settings.live.percolator_screen,
+                blas_threads=settings.live.percolator_threads,
+            )
             hooks.freshness = FreshnessRecorder.from_url(url, prefix)
             hooks.closers += [feed.close, hooks.freshness.close]
         if "embed" in stages and settings.live.thumbnails:

@@ -12,6 +12,7 @@ from typing import Any
 from crossfeed.exceptions import InvalidInputError
 
 TUNE_SEEDS = (0, 1, 2)  # the defaults were chosen on these; report others
+DEFAULT_SPACE = "tag-head"
 
 
 def _seeds(value: str) -> tuple[int, ...]:
@@ -45,6 +46,13 @@ def add_trends_eval(eval_sub: argparse._SubParsersAction) -> None:
         "--compare-clusterers",
         action="store_true",
         help="also time ours against River's stream clusterers on the corpus rows",
+    )
+    p.add_argument(
+        "--space",
+        choices=("untrained", "tag-head"),
+        default=DEFAULT_SPACE,
+        help="the text rows: the served untrained version, or a tag-posterior text head "
+        "fitted on the corpus items the bursts do not use (default %(default)s)",
     )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--no-progress", action="store_true")
@@ -108,6 +116,10 @@ def _cmd_trends(args: argparse.Namespace) -> int:
         (out_dir / "clusterers.json").write_text(json.dumps(rows, indent=2) + "\n")
         for row in rows:
             print(json.dumps(row), file=sys.stderr)
+    if args.space == "tag-head":
+        from crossfeed.train.trends_space import with_tag_head
+
+        corpus = with_tag_head(corpus, state / "cache")
     results: dict[int, dict[str, Any]] = {}
     for seed in seeds:
         opts = TrendsEvalOptions(
@@ -117,6 +129,7 @@ def _cmd_trends(args: argparse.Namespace) -> int:
             stream=stream,
             progress=progress,
             plot=not args.no_plot,
+            space=args.space,
         )
         results[seed] = run_trends_eval(opts, corpus)
         if not args.json:

@@ -85,6 +85,9 @@ class EvalCorpus:
     event_category: list[str]
     vectors: np.ndarray  # (n, dim) unit rows: items first, then paraphrases
     key: str  # corpus + model version (the cache key)
+    # the background items each event's paraphrases were made from (one per event); a
+    # head fitted for the eval leaves them out (:mod:`crossfeed.train.trends_space`)
+    event_source: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,38 @@ def _clean(text: str, tags: Sequence[str]) -> tuple[str, tuple[str, ...]]:
     return clean, tuple(merge_hashtags(text_tags, list(tags)))
 
 
+def _edits_within(a: str, b: str, limit: int) -> bool:
+    """Whether ``a`` and ``b`` are at most ``limit`` insertions, deletions or
+    substitutions apart (Levenshtein, banded)."""
+    if abs(len(a) - len(b)) > limit:
+        return False
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+        if min(cur) > limit:
+            return False
+        prev = cur
+    return prev[-1] <= limit
+
+
+def without_subject_tags(tags: Sequence[str], subject: Sequence[str]) -> tuple[str, ...]:
+    """``tags`` (normalized) less every spelling of the subject: a tag sharing a word
+    with it (``"police man"``), or its run-together form, typos included
+    (``"policeman"``, ``"polcieman"``), so a meaning burst shares no new hashtag."""
+    words = {w.lower() for w in subject}
+    joined = "".join(w.lower() for w in subject)
+    limit = 2 if len(joined) > 4 else 0  # the generator misspells tags of 5+ letters only
+    out = []
+    for t in tags:
+        bare = t.replace(" ", "")
+        if set(t.split()) & words or (joined and _edits_within(bare, joined, limit)):
+            continue
+        out.append(t)
+    return tuple(out)
+
+
 def load_corpus(posts_path: Path, cache_dir: Path, embedder: Embedder) -> EvalCorpus:
     """Corpus posts and the paraphrase pool, with their text rows (cached)."""
     from crossfeed.corpus.io import read_posts
@@ -140,13 +175,13 @@ def load_corpus(posts_path: Path, cache_dir: Path, embedder: Embedder) -> EvalCo
         by_cat.setdefault(it.top_category, []).append(i)
     events: list[list[Item]] = []
     event_category: list[str] = []
+    event_source: list[int] = []
     for cat in sorted(by_cat):
         if len(by_cat[cat]) < 0.01 * len(posts):
             continue
         for i in rng.sample(by_cat[cat], EVENTS_PER_CATEGORY):
             meta = posts[i].metadata or {}
             subject = tuple(str(meta.get("subject", "")).split())
-            words = {w.lower() for w in subject}
             pool: list[Item] = []
             for _ in range(PARAPHRASES_PER_EVENT):
                 pt = make_text(
@@ -157,11 +192,12 @@ def load_corpus(posts_path: Path, cache_dir: Path, embedder: Embedder) -> EvalCo
                     handles=handles,
                 )
                 clean, tags = _clean(pt.text, pt.tags)
-                tags = tuple(t for t in tags if not set(t.split()) & words)
+                tags = without_subject_tags(tags, subject)
                 pool.append(Item(clean, tags, len(texts), cat, items[i].media_ref))
                 texts.append(embedding_text(clean, tags))
             events.append(pool)
             event_category.append(cat)
+            event_source.append(i)
     digest = hashlib.sha256("\n".join(texts).encode("utf-8", "surrogatepass")).hexdigest()
     key = f"{digest[:16]}-{embedder.version}"
     path = cache_dir / f"vectors-{key}.npy"
@@ -175,7 +211,7 @@ def load_corpus(posts_path: Path, cache_dir: Path, embedder: Embedder) -> EvalCo
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, vectors)
         tmp.replace(path)
-    return EvalCorpus(items, events, event_category, vectors.astype(np.float32), key)
+    return EvalCorpus(items, events, event_category, vectors.astype(np.float32), key, event_source)
 
 
 def _embed(embedder: Embedder, texts: list[str], chunk: int = 256) -> np.ndarray:

@@ -206,6 +206,7 @@ class TrendsEvalOptions:
     tracker: TrackerParams = field(default_factory=TrackerParams)
     progress: bool = False
     plot: bool = True
+    space: str = "untrained"  # the text rows' space (recorded in the result)
 
 
 def run_trends_eval(opts: TrendsEvalOptions, corpus: Any) -> dict[str, Any]:
@@ -243,6 +244,7 @@ def run_trends_eval(opts: TrendsEvalOptions, corpus: Any) -> dict[str, Any]:
             "duration_min": list(opts.stream.duration_min),
             "baseline_threshold_posts": BASELINE_THRESHOLD,
             "corpus_key": corpus.key,
+            "space": opts.space,
         },
         "stream": {
             "posts": n_posts,

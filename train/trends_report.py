@@ -44,7 +44,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['stream']['posts']} posts over {result['stream']['event_hours']} h of event "
         f"time ({result['stream']['posts_per_min']} posts/min), window {p['window_s']:g} s, "
         f"{p['bursts_per_kind']} bursts of each kind, {p['background_h']:g} h of background "
-        "with nothing injected.",
+        f"with nothing injected. Text rows: {p.get('space', 'untrained')} space.",
         "",
         "| metric | crossfeed | baseline (posts >= "
         f"{p['baseline_threshold_posts']}/window) | target met |",

@@ -1,7 +1,7 @@
 """Burst scores: the current window's distinct authors against the item's own baseline.
 
 The baseline is a Poisson-gamma estimate over the item's last ``history`` windows
-(each clipped near the median, so past bursts do not count as normal; zeros included,
+(each clipped near a low quantile, so past bursts do not count as normal; zeros included,
 from the first window the tracker saw): a new item starts from the
 prior ``prior_rate`` with the weight of ``prior_windows`` windows, so it has a finite
 score, and an item seen for an hour has its own rate. The spread is the larger of the
@@ -22,10 +22,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+CLIP_QUANTILE = 0.3
+
 
 @dataclass(frozen=True)
 class BurstParams:
-    z: float = 5.5
+    z: float = 6.0
     min_authors: int = 5
     ratio: float = 2.5
     prior_rate: float = 0.5
@@ -33,6 +35,9 @@ class BurstParams:
     span: int = 2
     # one window alone must clear this (a lone spike is usually noise; a burst persists)
     z_single: float = 8.0
+    # history windows are clipped to ``q + 4 sqrt(q + 1)``, q this quantile of them: below
+    # the median, so a burst filling half the history (30 min of 60) cannot raise it
+    clip_quantile: float = CLIP_QUANTILE
 
 
 @dataclass(frozen=True)
@@ -43,20 +48,21 @@ class Burst:
     bursting: bool
 
 
-def _clipped(history: Sequence[int]) -> list[float]:
-    """The history with earlier bursts cut down to ``median + 4 sqrt(median + 1)``, so a
-    burst an hour ago neither inflates the baseline nor hides the next one."""
+def _clipped(history: Sequence[int], quantile: float = CLIP_QUANTILE) -> list[float]:
+    """The history with earlier bursts cut down to ``q + 4 sqrt(q + 1)`` (``q`` the
+    ``quantile`` of the history), so a burst in the last hour neither inflates the
+    baseline nor hides the next one, even one that lasted half of the history."""
     if not history:
         return []
     ordered = sorted(history)
-    median = float(ordered[len(ordered) // 2])
-    cap = median + 4.0 * math.sqrt(median + 1.0)
+    q = float(ordered[min(len(ordered) - 1, int(len(ordered) * quantile))])
+    cap = q + 4.0 * math.sqrt(q + 1.0)
     return [min(float(x), cap) for x in history]
 
 
 def baseline(history: Sequence[int], params: BurstParams) -> tuple[float, float]:
     """(expected rate, spread) of an item from its past windows' counts (oldest first)."""
-    clipped = _clipped(history)
+    clipped = _clipped(history, params.clip_quantile)
     n = len(clipped)
     a = params.prior_windows
     total = float(sum(clipped))

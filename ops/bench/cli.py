@@ -8,6 +8,7 @@ Sub-commands::
     crossfeed bench query      # API latency, uncached vs cached, per query kind
     crossfeed bench sources    # connector throughput, Jetstream frames -> Kafka
     crossfeed bench live       # standing queries: index-stage cost, produce -> searchable / SSE
+    crossfeed bench workers    # 1 and 2 workers in one consumer group; one of two killed
     crossfeed bench soak       # RSS of a worker and an API process under half load, over time
     crossfeed bench all        # all of the above, one combined report
 
@@ -27,12 +28,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from crossfeed.ops.bench import soak_cli
+from crossfeed.ops.bench import suite
 
 log = logging.getLogger(__name__)
 
 ENGINE_NAMES = ("kafka", "redis", "milvus")
-PARTS = ("engines", "encoders", "ingest", "query", "soak")  # what `bench all` runs
+PARTS = ("engines", "encoders", "ingest", "query", *suite.EXTRA_PARTS)  # what `bench all` runs
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 
@@ -132,7 +133,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probe-every", type=int, default=10, help="1 probe post in this many")
     p.add_argument("--cost-rounds", type=int, default=6, help="index-stage cost rounds")
     p.set_defaults(func=_cmd_live)
-    soak_cli.add_soak_parser(bsub, _common).set_defaults(func=_cmd_soak)
+
+    p = bsub.add_parser("workers", help="1 and 2 workers in one group; one of two killed")
+    _common(p)
+    suite.add_workers_args(p)
+    p.set_defaults(func=_cmd_part)
+    suite.add_soak_parser(bsub, _common).set_defaults(func=_cmd_part)
 
     p = bsub.add_parser("all", help="every bench, one combined report")
     _common(p)
@@ -140,7 +146,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _encoder_args(p)
     _ingest_args(p, 300)
     _query_args(p)
-    soak_cli.add_soak_args(p, prefix="soak-")
+    suite.add_all_args(p)
     p.add_argument("--skip", default="", help=f"comma-separated parts to skip: {','.join(PARTS)}")
     p.set_defaults(func=_cmd_all)
 
@@ -322,6 +328,13 @@ def _ingest_trends_compare(args: argparse.Namespace, base: Any, out: Path, corpu
     return _emit(build_trends_report(results, **params), args, out)
 
 
+def _cmd_part(args: argparse.Namespace) -> int:  # bench workers, bench soak
+    base = _settings()
+    _check_engines(base)
+    out = _out_dir(args, base)
+    return _emit(suite.single_part(args, base, out), args, out)
+
+
 def _cmd_live(args: argparse.Namespace) -> int:
     from crossfeed.ops.bench.push import run_live_bench
 
@@ -329,14 +342,6 @@ def _cmd_live(args: argparse.Namespace) -> int:
     _check_engines(base)
     out = _out_dir(args, base)
     return _emit(run_live_bench(base, out, args), args, out)
-
-
-def _cmd_soak(args: argparse.Namespace) -> int:
-    soak_cli.soak_config(args)  # bad options fail before anything starts
-    base = _settings()
-    _check_engines(base)
-    out = _out_dir(args, base)
-    return _emit(soak_cli.run_soak_part(args, base, out, progress=_progress(args)), args, out)
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
@@ -379,36 +384,21 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 def _query_scale(args: argparse.Namespace, base: Any, out: Path) -> Any:
     """``bench query --rows N`` on a private collection and key prefix (removed after)."""
-    from crossfeed.ops.bench.live import BenchNames, bench_settings, delete_keys
-    from crossfeed.ops.bench.scale import run_scale_bench
-    from crossfeed.ops.exceptions import BenchError
+    from crossfeed.ops.bench.scale import check_scale_args, run_private_scale_bench
 
-    try:
-        levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    except ValueError as exc:
-        raise BenchError(f"--concurrency takes numbers like 1,8,32: {exc}") from exc
-    if not levels or min(levels) < 1 or max(levels) > 256 or args.requests < 1:
-        raise BenchError("--concurrency levels must be 1..256 and --requests positive")
-    if args.rows < 1000:  # before building the corpus and loading the models
-        raise BenchError("--rows must be >= 1000")
-    corpus = _corpus(args, out)
-    names = BenchNames.new()
-    settings = bench_settings(base, names)
-    try:
-        return run_scale_bench(
-            settings,
-            corpus.posts,
-            rows=args.rows,
-            queries=args.queries,
-            top_k=args.top_k,
-            images=args.query_images,
-            concurrency=levels,
-            requests=args.requests,
-            seed=args.seed,
-            progress=_progress(args),
-        )
-    finally:
-        delete_keys(settings, names.redis_prefix)
+    levels = check_scale_args(args.rows, args.concurrency, args.requests)  # before the corpus
+    return run_private_scale_bench(
+        base,
+        _corpus(args, out).posts,
+        rows=args.rows,
+        queries=args.queries,
+        top_k=args.top_k,
+        images=args.query_images,
+        concurrency=levels,
+        requests=args.requests,
+        seed=args.seed,
+        progress=_progress(args),
+    )
 
 
 def _query_existing(args: argparse.Namespace, base: Any, out: Path) -> Any:
@@ -447,7 +437,7 @@ def _query_existing(args: argparse.Namespace, base: Any, out: Path) -> Any:
 
 
 def run_all(args: argparse.Namespace, base: Any, out: Path, skip: set[str]) -> Any:
-    """Engines, encoders, ingest and query in one live pipeline, then the soak; one report.
+    """Engines, encoders, then ingest and query in one live pipeline; one report.
 
     The embedder the encoder bench loaded is handed to the API of the query bench, so
     the models are loaded once in this process (the worker process loads its own).
@@ -459,7 +449,7 @@ def run_all(args: argparse.Namespace, base: Any, out: Path, skip: set[str]) -> A
     from crossfeed.ops.bench.summary import combine
 
     reports: dict[str, Any] = {}
-    corpus = _corpus(args, out) if set(PARTS) - skip - {"engines", "soak"} else None
+    corpus = _corpus(args, out) if set(PARTS) - skip - {"engines", *suite.NO_CORPUS} else None
     if "engines" not in skip:
         reports["engines"] = _engines(args, base)
     embedder = None
@@ -489,23 +479,20 @@ def run_all(args: argparse.Namespace, base: Any, out: Path, skip: set[str]) -> A
                     progress=_progress(args),
                     extra={"index_rows": results["rows_in_collection"]},
                 )
-    if "soak" not in skip:  # last: its own worker and API process, minutes of load
-        reports["soak"] = soak_cli.run_soak_part(
-            args, base, out, progress=_progress(args), prefix="soak-"
-        )
+    reports.update(suite.run_extra_parts(args, base, out, skip, corpus))
     return combine(reports)
 
 
 def _cmd_all(args: argparse.Namespace) -> int:
     settings = _settings()
     skip = set(_split(args.skip, PARTS, "part(s)"))
-    if "soak" not in skip:  # bad soak options fail before the other parts run
-        soak_cli.soak_config(args, prefix="soak-")
     if skip >= set(PARTS):
         from crossfeed.ops.exceptions import BenchError
 
         raise BenchError("nothing to run: every part is skipped")
-    if {"ingest", "query", "soak"} - skip:
+    suite.check_extra_args(args, skip)
+    if suite.ENGINE_PARTS - skip:
         _check_engines(settings)
     out = _out_dir(args, settings)
-    return _emit(run_all(args, settings, out, skip), args, out)
+    report = run_all(args, settings, out, skip)
+    return suite.emit_json(report, args, out) if args.json else _emit(report, args, out)

@@ -115,6 +115,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "CROSSFEED_TOPIC_VECTORS": k.topic_vectors,
         "CROSSFEED_TOPIC_DEADLETTER": k.topic_deadletter,
         "CROSSFEED_PARTITIONS": str(k.partitions),
+        "CROSSFEED_KAFKA_SESSION_TIMEOUT": str(k.session_timeout_s),
         "CROSSFEED_KAFKA_FETCH_MAX_WAIT_MS": str(k.fetch_max_wait_ms),
         "CROSSFEED_APP_ID": st.app_id,
         "CROSSFEED_MEDIA_ROOTS": json.dumps([str(p) for p in st.media_roots]),
@@ -208,6 +209,16 @@ class RowProbe:
             found[row["post_id"]] = found.get(row["post_id"], 0) + 1
         return found
 
+    def row_ids(self, post_ids: Iterable[str], *, strong: bool = True) -> list[str]:
+        """The ``row_id`` of every row of ``post_ids`` (a row twice is listed twice)."""
+        ids = list(dict.fromkeys(post_ids))
+        out: list[str] = []
+        for i in range(0, len(ids), 1000):
+            flt = f"post_id in {json.dumps(ids[i : i + 1000])}"
+            rows = self._query(flt, ["row_id"], "Strong" if strong else "Eventually", limit=16_384)
+            out += [r["row_id"] for r in rows]
+        return out
+
     def post_ids(self, limit: int) -> list[str]:
         rows = self._query('modality == "text"', ["post_id"], "Eventually", limit=limit)
         return [r["post_id"] for r in rows]
@@ -255,7 +266,7 @@ def live_pipeline(
 ) -> Iterator[LivePipeline]:
     """Create the topics, start one ``crossfeed worker`` process, yield; then stop it and
     remove the run's topics, collection and Redis keys (unless ``keep``)."""
-    from crossfeed.ops.run.processes import PARENT_PID_ENV, WORKER_ARGV, stop_processes
+    from crossfeed.ops.run.processes import stop_processes
     from crossfeed.streams.topics import ensure_topics
 
     probe = RowProbe(settings)
@@ -263,14 +274,7 @@ def live_pipeline(
     live = LivePipeline(settings, names, probe, log_path)
     try:
         ensure_topics(settings.kafka)
-        with log_path.open("wb") as log_file:
-            live.proc = subprocess.Popen(
-                list(WORKER_ARGV),
-                env={**os.environ, **worker_env(settings), PARENT_PID_ENV: str(os.getpid())},
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        live.proc = spawn_worker(settings, log_path)
         live.started_at = time.monotonic()
         yield live
     finally:
@@ -281,6 +285,25 @@ def live_pipeline(
         else:
             cleanup(settings, names, probe)
         probe.close()
+
+
+def spawn_worker(
+    settings: Settings, log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """Start one ``crossfeed worker`` process running ``settings`` (plus ``env``), its
+    output in ``log_path``; it ends by itself if this process dies."""
+    from crossfeed.ops.run.processes import PARENT_PID_ENV, WORKER_ARGV
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    child_env = {**os.environ, **worker_env(settings), **(env or {})}
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            list(WORKER_ARGV),
+            env={**child_env, PARENT_PID_ENV: str(os.getpid())},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 def cleanup(settings: Settings, names: BenchNames, probe: RowProbe | None = None) -> dict[str, Any]:

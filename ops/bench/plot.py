@@ -231,6 +231,24 @@ def plot_ingest_trends(ax: Any, results: dict[str, Any]) -> bool:
     return plot_trends_overhead(ax, results)
 
 
+def plot_workers(ax: Any, results: dict[str, Any]) -> bool:
+    """Text rows/s with 1 and 2 workers; the kill run's outcome in the title."""
+    phases = [(label, results.get(key) or {}) for label, key in WORKER_RUNS]
+    if not all(p.get("rows_per_s") for _, p in phases):
+        return False
+    _bars(ax, [label for label, _ in phases], [p["rows_per_s"] for _, p in phases])
+    ax.set_ylabel("text rows / s, end to end")
+    kill = results.get("kill") or {}
+    title = "workers in one consumer group"
+    if kill.get("killed"):
+        title += f"\n1 of 2 killed: {kill['lost']} lost, {kill['duplicated']} duplicated"
+    ax.set_title(title, fontsize=10)
+    return True
+
+
+WORKER_RUNS = (("1 worker", "one_worker"), ("2 workers", "two_workers"))
+
+
 def plot_soak(ax: Any, results: dict[str, Any]) -> bool:
     from crossfeed.ops.bench.soak_report import plot_soak as draw
 
@@ -239,6 +257,8 @@ def plot_soak(ax: Any, results: dict[str, Any]) -> bool:
 
 PANELS: dict[str, Callable[[Any, dict[str, Any]], bool]] = {
     "query_scale": plot_query_scale,
+    "scale": plot_query_scale,  # the part of `bench all`
+    "workers": plot_workers,
     "engines": plot_engines,
     "encoders": plot_encoders,
     "ingest": plot_ingest,

@@ -5,24 +5,23 @@ in this process, the run's own topics, collection and Redis prefix):
 
 1. **Maximum ingest rate**: a burst of text posts; posts/s from the first send until
    all their rows are visible in Milvus.
-2. **Index-stage cost of standing queries**: the index stage (parse, upsert into Milvus,
-   epoch bump, matching, freshness) run in this process on batches of 32 records, with
-   no subscription and with N (10,000) subscriptions, alternating rounds; rows/s of each
-   and their ratio, measured in one run.
+2. **Index-stage cost of standing queries** (:mod:`crossfeed.ops.bench.standing`): the
+   index stage (parse, upsert into Milvus, epoch bump, matching, freshness) run in this
+   process on batches of 32 records, with no subscription and with N (10,000)
+   subscriptions, alternating rounds; rows/s of each and their ratio, measured in one
+   run; and the matching of one batch alone (old plain product vs the percolator).
 3. **Latency at half the maximum rate**, with 1 and with N subscriptions: posts are
    produced at half the measured maximum for ``--duration`` seconds; every ``1/probe``
    of them matches a standing query created through the API. For those: produce ->
    searchable (all rows visible to an "Eventually" read, i.e. what a search finds) and
    produce -> SSE event received by a client of ``/v1/subscriptions/{id}/events``.
 
-The N-1 extra subscriptions are random unit vectors with ``min_score`` 0.99 written
-straight to the store (embedding 10,000 texts through the API would only measure the
-encoder): they cost the matcher exactly what real ones cost, and almost never match.
+The N-1 extra subscriptions are real query embeddings written straight to the store
+(:mod:`crossfeed.ops.bench.standing` says how they are made and why their thresholds).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
@@ -34,10 +33,16 @@ from typing import Any
 
 import numpy as np
 
-from crossfeed.core.schema import Post, VectorRecord
+from crossfeed.core.schema import Post
 from crossfeed.core.settings import Settings
 from crossfeed.ops.bench.live import LivePipeline
-from crossfeed.ops.bench.report import BenchReport, Table, ratio, summarize
+from crossfeed.ops.bench.report import BenchReport, Table, summarize
+from crossfeed.ops.bench.standing import (
+    add_filler_subscriptions,
+    filler_vectors,
+    index_stage_cost,
+    match_cost,
+)
 from crossfeed.ops.exceptions import BenchError
 
 log = logging.getLogger(__name__)
@@ -125,125 +130,6 @@ def max_ingest_rate(live: LivePipeline, posts: int, seed: int) -> dict[str, Any]
         raise BenchError(f"only {len(seen)}/{len(burst)} burst posts were indexed")
     elapsed = max(seen.values()) - t0
     return {"posts": posts, "seconds": round(elapsed, 3), "posts_per_s": posts / elapsed}
-
-
-# --------------------------------------------------------------------------- subscriptions
-
-
-def add_filler_subscriptions(settings: Settings, count: int, dim: int, version: str) -> None:
-    from crossfeed.indexer.base import SearchFilter
-    from crossfeed.live.base import Subscription
-    from crossfeed.live.redis_store import RedisSubscriptionStore
-
-    async def run() -> None:
-        store = RedisSubscriptionStore.from_settings(settings.redis, settings.live)
-        rng = np.random.default_rng(1)
-        try:
-            for i in range(count):
-                vec = rng.standard_normal(dim).astype(np.float32)
-                await store.create(
-                    Subscription(
-                        id=uuid.uuid4().hex,
-                        name=f"filler {i}",
-                        kind="text",
-                        query=f"filler {i}",
-                        min_score=0.99,
-                        filter=SearchFilter(model_version=version),
-                        filters={},
-                        vector=vec / np.linalg.norm(vec),
-                        model_version=version,
-                        created_at_ms=int(time.time() * 1000),
-                    ),
-                    limit=10**9,
-                )
-        finally:
-            await store.aclose()
-
-    asyncio.run(run())
-
-
-def index_stage_cost(
-    settings: Settings, dim: int, version: str, *, rounds: int, batches: int
-) -> dict[str, Any]:
-    """rows/s of the index stage without and with the stored subscriptions (alternating)."""
-    from crossfeed.indexer.epoch import IndexEpoch
-    from crossfeed.indexer.milvus import MilvusIndex
-    from crossfeed.live.percolator import Percolator
-    from crossfeed.live.redis_store import RedisSubscriptionFeed
-    from crossfeed.streams.index import IndexStage
-    from crossfeed.streams.metrics import WorkerMetrics
-    from crossfeed.streams.testing import RecordingPublisher
-
-    rng = np.random.default_rng(2)
-    now = datetime.now(UTC)
-
-    def batch(tag: str, n: int) -> list[bytes]:
-        out = []
-        for i in range(n):
-            vec = rng.standard_normal(dim)
-            out.append(
-                VectorRecord(
-                    post_id=f"cost-{tag}-{i}",
-                    item=0,
-                    modality="text",
-                    vector=(vec / np.linalg.norm(vec)).tolist(),
-                    model_version=version,
-                    created_at=now,
-                    embedded_at=now,
-                    author="@bench",
-                    text="cost probe",
-                    tags=[],
-                    lang="en",
-                    media_ref=None,
-                )
-                .model_dump_json()
-                .encode()
-            )
-        return out
-
-    index = MilvusIndex(settings.milvus)
-    epoch = IndexEpoch.from_settings(settings.redis)
-    feed = RedisSubscriptionFeed.from_settings(settings.redis, settings.live)
-    percolator = Percolator(feed)
-    stages = {
-        name: IndexStage(
-            index=index,
-            epoch=epoch,
-            publisher=RecordingPublisher(),
-            topics=settings.kafka,
-            metrics=WorkerMetrics(),
-            percolator=perc,
-        )
-        for name, perc in (("without", None), ("with", percolator))
-    }
-    seconds = {"without": [], "with": []}  # type: dict[str, list[float]]
-    rows_per_round = batches * 32
-    try:
-        percolator.refresh()
-        asyncio.run(stages["without"].handle_batch(batch("warm", 32)))
-        for r in range(rounds):
-            order = ("without", "with") if r % 2 == 0 else ("with", "without")
-            for name in order:
-                data = [batch(f"{name}{r}b{b}", 32) for b in range(batches)]
-                t0 = time.perf_counter()
-                for values in data:
-                    asyncio.run(stages[name].handle_batch(values))
-                seconds[name].append(time.perf_counter() - t0)
-    finally:
-        for stage in stages.values():
-            stage.close()
-        feed.close()
-        epoch.close()
-        index.close()
-    rates = {k: [rows_per_round / s for s in v] for k, v in seconds.items()}
-    mean = {k: float(np.mean(v)) for k, v in rates.items()}
-    return {
-        "subscriptions": percolator.active,
-        "rows_per_round": rows_per_round,
-        "rows_per_s": {k: _summary(v) for k, v in rates.items()},
-        "throughput_ratio": ratio(mean["with"], mean["without"]),
-        "cost_fraction": None if not mean["without"] else 1 - mean["with"] / mean["without"],
-    }
 
 
 # --------------------------------------------------------------------------- latency
@@ -383,6 +269,34 @@ def build_report(results: dict[str, Any], **parameters: Any) -> BenchReport:
         cost["throughput_ratio"],
     )
     report.tables.append(t)
+    cpu = cost["cpu_ms_per_batch"]
+    report.notes.append(
+        f"Index stage CPU time of this process per batch (p50): {cpu['without']['p50']:.1f} ms "
+        f"without, {cpu['with']['p50']:.1f} ms with {cost['subscriptions']:,} subscriptions."
+    )
+    report.notes.append(
+        f"Index stage with subscriptions: {cost['matches_per_batch']:.1f} matches recorded "
+        f"per batch; after the upsert it waited {cost['wait_after_upsert_ms'] or 0:.1f} ms "
+        "per batch for the matching (run during the upsert) and the recording."
+    )
+    mc = results.get("match_cost")
+    if mc:
+        m = Table(
+            f"Matching one batch of 32 against {mc['subscriptions']:,} subscriptions "
+            "(ms, alternating)",
+            ["what", "wall p50 ms", "wall mean ms", "CPU p50 ms"],
+        )
+        for key, label in (
+            ("product_default", "plain float32 product, BLAS default threads (before)"),
+            ("product_1", "plain float32 product, 1 BLAS thread"),
+            (
+                "percolator",
+                "percolator.match (int8 pass + exact)" if mc["screened"] else "percolator.match",
+            ),
+        ):
+            e = mc["ms_per_batch"][key]
+            m.add(label, e["p50"], e["mean"], mc["cpu_ms_per_batch"][key]["p50"])
+        report.tables.append(m)
     lat = Table(
         f"Latency at {results['rate_posts_per_s']:.1f} posts/s "
         f"(half the measured maximum {mx['posts_per_s']:.1f})",
@@ -425,7 +339,7 @@ def run_live_bench(base: Settings, out: Any, args: Any) -> BenchReport:
         app = create_app(settings)
         with ApiServer(app) as api:
             state = app.state.crossfeed
-            dim, version = state.embedder.dim, state.embedder.version
+            version = state.embedder.version
             log.info("API up in %.1f s; waiting for the worker", api.start_s or 0)
             warm = _post(f"warm-{uuid.uuid4().hex[:6]}", "warm up post #hello")
             _produce(live, iter([warm]))
@@ -448,11 +362,18 @@ def run_live_bench(base: Settings, out: Any, args: Any) -> BenchReport:
                 seed=args.seed,
             )
             log.info("storing %d subscriptions", args.subscriptions - 1)
-            add_filler_subscriptions(settings, args.subscriptions - 1, dim, version)
+            embedder = state.embedder
+            add_filler_subscriptions(
+                settings, filler_vectors(embedder, args.subscriptions - 1), version
+            )
+            rng = np.random.default_rng(args.seed + 2)
+            texts = [_filler_text(rng, i) for i in range(256)]
+            table = np.asarray(embedder.embed_texts(texts), dtype=np.float32)
             log.info("index-stage cost with %d subscriptions", args.subscriptions)
             results["index_cost"] = index_stage_cost(
-                settings, dim, version, rounds=args.cost_rounds, batches=8
+                settings, texts, table, version, rounds=args.cost_rounds, batches=8
             )
+            results["match_cost"] = match_cost(settings, texts, table, version)
             log.info("latency with %d subscriptions", args.subscriptions)
             results["latency"][str(args.subscriptions)] = latency_run(
                 live,

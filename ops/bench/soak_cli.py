@@ -36,7 +36,7 @@ def add_soak_parser(
     return p
 
 
-def add_soak_args(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
+def add_soak_args(p: Any, *, prefix: str = "") -> None:  # a parser or an argument group
     for name, default, help_ in OPTIONS:
         kind = str if name in ("rate", "warmup") else type(default)
         p.add_argument(f"--{prefix}{name}", type=kind, default=default, help=help_)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from crossfeed.ops.bench.report import BenchReport, Table
+from crossfeed.ops.bench.targets import FIGURES, figures
 
 
 def headline(reports: dict[str, BenchReport]) -> Table:
@@ -57,14 +58,32 @@ def headline(reports: dict[str, BenchReport]) -> Table:
     return table
 
 
+def target_table(results: dict[str, dict[str, Any]]) -> Table:
+    """figure | value | target | met? | from: every headline figure beside its target."""
+    values = figures(results)
+    table = Table("Figures and targets", ["figure", "value", "target", "met?", "from"])
+    for fig in FIGURES:
+        target = fig.target
+        bound = f"{target['op']} {target['value']:g} {fig.unit}".strip() if target else "-"
+        met = values["met"].get(fig.key)
+        source = fig.source
+        if fig.source.startswith("scale") and values["scale_rows"]:
+            source += f", {values['scale_rows']:,} rows"
+        value = values[fig.key]
+        table.add(fig.label, value, bound, "-" if met is None else met, source)
+    table.note = "- : not measured in this run (part skipped) or no target."
+    return table
+
+
 def combine(reports: dict[str, BenchReport]) -> BenchReport:
-    tables = [headline(reports)]
+    parts = {name: r.results for name, r in reports.items()}
+    tables = [target_table(parts), headline(reports)]
     notes: list[str] = []
     for name, report in reports.items():
         for table in report.tables:
             tables.append(Table(f"{name}: {table.title}", table.columns, table.rows, table.note))
         notes += [f"{name}: {note}" for note in report.notes]
-    results: dict[str, Any] = {name: r.results for name, r in reports.items()}
+    results: dict[str, Any] = {**parts, "figures": figures(parts)}
     return BenchReport(
         name="all",
         title="crossfeed bench: all",

@@ -6,10 +6,11 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections import Counter
 from typing import Any
 
 import pytest
+
+from crossfeed.ops.bench.workers import delivery
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.slow]
 
@@ -19,10 +20,8 @@ def _text_rows(ids: list[str]) -> set[str]:
 
 
 def _check(d: Any, name: str, expected: set[str], rows: list[str], **extra: object) -> None:
-    counts = Counter(rows)
-    lost = sorted(expected - set(rows))
-    duplicated = sorted(r for r, n in counts.items() if n > 1)
-    unexpected = sorted(set(rows) - expected)
+    counted = delivery(expected, rows)  # counted as `crossfeed bench workers` counts them
+    lost, duplicated, unexpected = counted["lost"], counted["duplicated"], counted["unexpected"]
     d.report(
         name,
         posts=len(expected),

@@ -179,8 +179,8 @@ def test_combine_keeps_each_bench_and_draws_all_panels(tmp_path: Path) -> None:
     reports = {"engines": _engines_report(), "query": _query_report()}
     combined = combine(reports)
     assert combined.name == "all"
-    assert set(combined.results) == {"engines", "query"}
-    assert combined.tables[0].title == "Headline numbers"
+    assert set(combined.results) == {"engines", "query", "figures"}
+    assert [t.title for t in combined.tables[:2]] == ["Figures and targets", "Headline numbers"]
     assert any(t.title == "engines: starts" for t in combined.tables)
     assert "engines: n1" in combined.notes
     measures = [row[0] for row in headline(reports).rows]

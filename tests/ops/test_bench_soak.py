@@ -355,7 +355,7 @@ def test_bench_all_headline_and_figure_include_the_soak(tmp_path: Path) -> None:
 
 
 def test_bench_all_runs_the_soak_part_with_its_own_options(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: Any
 ) -> None:
     """The wiring of ``bench all``: the soak-prefixed options reach the soak part, whose
     report lands in all.json (the runner itself is the integration test's)."""
@@ -370,17 +370,22 @@ def test_bench_all_runs_the_soak_part_with_its_own_options(
 
     monkeypatch.setattr(soak_cli, "run_soak_part", fake_part)
     monkeypatch.setattr(cli, "_check_engines", lambda settings: None)
-    argv = ["bench", "all", "--skip", "engines,encoders,ingest,query", "--out", str(tmp_path)]
+    others = "engines,encoders,ingest,query,live,workers,scale"
+    argv = ["bench", "all", "--skip", others, "--out", str(tmp_path)]
     argv += ["--soak-duration", "45", "--soak-rate", "3", "--no-progress", "--no-png"]
     assert main(argv) == 0
     assert len(calls) == 1 and calls[0]["prefix"] == "soak-"
     assert (calls[0]["cfg"].duration_s, calls[0]["cfg"].rate) == (45.0, 3.0)
     data = json.loads((tmp_path / "all.json").read_text())
-    assert set(data["results"]) == {"soak"}
+    assert set(data["results"]) == {"soak", "figures"}
     assert data["results"]["soak"]["rss_growth"] == pytest.approx(0.03)
-    argv[3] = "engines,encoders,ingest,query,soak"
+    capsys.readouterr()
+    assert main([*argv, "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["soak_rss_growth"] == pytest.approx(0.03) and figures["parts"] == ["soak"]
+    argv[3] = others + ",soak"
     assert main(argv) == 1  # nothing left to run
-    assert len(calls) == 1
+    assert len(calls) == 2
 
 
 # --------------------------------------------------------------------------- integration

@@ -103,3 +103,13 @@ def test_scoring_counts_false_trends_and_delays(stream: Stream) -> None:
     assert result["recall_meaning"] == 0.0
     met = targets_met(result)
     assert met["spam_flagged"] and not met["recall"] and not met["false_per_24h"]
+
+
+def test_meaning_bursts_share_no_spelling_of_the_subject_tag() -> None:
+    from crossfeed.train.trends_data import without_subject_tags
+
+    tags = ("police man", "policeman", "polcieman", "poliecman", "people", "person", "fyp")
+    assert without_subject_tags(tags, ("police", "man")) == ("people", "person", "fyp")
+    # short subjects: exact run-together form only (no typos of <5 letters are made)
+    assert without_subject_tags(("cat", "car", "cats"), ("cat",)) == ("car", "cats")
+    assert without_subject_tags(("animals",), ()) == ("animals",)

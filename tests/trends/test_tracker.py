@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -156,6 +158,16 @@ def test_a_new_item_has_a_finite_score() -> None:
     assert np.isfinite(b.score) and not b.bursting
     rate, spread = baseline([0] * 50, BurstParams())
     assert 0 < rate < 0.2 and spread >= rate
+
+
+def test_a_burst_filling_half_the_history_does_not_hide_the_next_one() -> None:
+    # 30 of the last 60 windows were an earlier burst (70 authors on a tag of ~10): the
+    # median of the history is the burst's level, a low quantile is not
+    history = [10, 9, 11, 10] * 7 + [70] * 30 + [10, 11]
+    params = BurstParams()
+    assert burst(60, [*history, 60], params).bursting  # the second window of a new burst
+    assert not burst(60, [*history, 60], replace(params, clip_quantile=0.5)).bursting
+    assert not burst(12, [*history, 11], params).bursting  # the usual level: no trend
 
 
 def test_bad_queries_are_refused(tracker: StoreTracker) -> None:
