@@ -9,6 +9,7 @@ Sub-commands::
     crossfeed bench sources    # connector throughput, Jetstream frames -> Kafka
     crossfeed bench live       # standing queries: index-stage cost, produce -> searchable / SSE
     crossfeed bench workers    # 1 and 2 workers in one consumer group; one of two killed
+    crossfeed bench soak       # RSS of a worker and an API process under half load, over time
     crossfeed bench all        # all of the above, one combined report
 
 Each writes ``<out>/<name>.json``, ``<out>/<name>.md`` and ``<out>/<name>.png``
@@ -136,7 +137,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = bsub.add_parser("workers", help="1 and 2 workers in one group; one of two killed")
     _common(p)
     suite.add_workers_args(p)
-    p.set_defaults(func=_cmd_workers)
+    p.set_defaults(func=_cmd_part)
+    suite.add_soak_parser(bsub, _common).set_defaults(func=_cmd_part)
 
     p = bsub.add_parser("all", help="every bench, one combined report")
     _common(p)
@@ -326,11 +328,11 @@ def _ingest_trends_compare(args: argparse.Namespace, base: Any, out: Path, corpu
     return _emit(build_trends_report(results, **params), args, out)
 
 
-def _cmd_workers(args: argparse.Namespace) -> int:
+def _cmd_part(args: argparse.Namespace) -> int:  # bench workers, bench soak
     base = _settings()
     _check_engines(base)
     out = _out_dir(args, base)
-    return _emit(suite.workers_part(args, base, out, posts=args.posts), args, out)
+    return _emit(suite.single_part(args, base, out), args, out)
 
 
 def _cmd_live(args: argparse.Namespace) -> int:
@@ -447,7 +449,7 @@ def run_all(args: argparse.Namespace, base: Any, out: Path, skip: set[str]) -> A
     from crossfeed.ops.bench.summary import combine
 
     reports: dict[str, Any] = {}
-    corpus = _corpus(args, out) if set(PARTS) - skip - {"engines", "live", "workers"} else None
+    corpus = _corpus(args, out) if set(PARTS) - skip - {"engines", *suite.NO_CORPUS} else None
     if "engines" not in skip:
         reports["engines"] = _engines(args, base)
     embedder = None

@@ -248,6 +248,13 @@ def plot_workers(ax: Any, results: dict[str, Any]) -> bool:
 
 WORKER_RUNS = (("1 worker", "one_worker"), ("2 workers", "two_workers"))
 
+
+def plot_soak(ax: Any, results: dict[str, Any]) -> bool:
+    from crossfeed.ops.bench.soak_report import plot_soak as draw
+
+    return draw(ax, results)
+
+
 PANELS: dict[str, Callable[[Any, dict[str, Any]], bool]] = {
     "query_scale": plot_query_scale,
     "scale": plot_query_scale,  # the part of `bench all`
@@ -259,6 +266,7 @@ PANELS: dict[str, Callable[[Any, dict[str, Any]], bool]] = {
     "query": plot_query,
     "sources": plot_sources,
     "live": plot_live,
+    "soak": plot_soak,
 }
 
 

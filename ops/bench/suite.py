@@ -5,6 +5,8 @@
 - ``workers``: ``bench workers`` (1 and 2 workers in one group, one of two killed).
 - ``scale``: ``bench query --rows N`` (latency, cache, recall@10 on N rows; 200,000 by
   default): the query figures.
+- ``soak``: ``bench soak`` (RSS of a worker and an API process over 10 minutes at half
+  load), last: ``soak_rss_growth``.
 
 Each runs on its own private names (topics, group, collection, Redis prefix), removed
 afterwards. ``--json`` prints one JSON object: every headline figure
@@ -21,7 +23,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-EXTRA_PARTS = ("live", "workers", "scale")
+from crossfeed.ops.bench import soak_cli
+
+EXTRA_PARTS = ("live", "workers", "scale", "soak")
+NO_CORPUS = frozenset({"live", "workers", "soak"})  # parts that do not use the bench corpus
 ENGINE_PARTS = frozenset({"ingest", "query", *EXTRA_PARTS})  # need the configured engines
 
 
@@ -51,6 +56,8 @@ def add_all_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scale-rows", type=int, default=200_000, help="rows (default 200000)")
     g.add_argument("--scale-concurrency", default="1,8,32", help="client counts")
     g.add_argument("--scale-requests", type=int, default=320, help="requests per level")
+    g = p.add_argument_group("soak part (bench soak)")
+    soak_cli.add_soak_args(g, prefix="soak-")
     p.add_argument(
         "--json", action="store_true", help="print one JSON object of the headline figures"
     )
@@ -62,6 +69,8 @@ def check_extra_args(args: argparse.Namespace, skip: set[str]) -> None:
 
     if "scale" not in skip:
         check_scale_args(args.scale_rows, args.scale_concurrency, args.scale_requests)
+    if "soak" not in skip:
+        soak_cli.soak_config(args, prefix="soak-")
 
 
 def run_extra_parts(
@@ -104,7 +113,23 @@ def run_extra_parts(
             seed=args.seed,
             progress=not args.no_progress,
         )
+    if "soak" not in skip:  # last: its own worker and API process, minutes of load
+        reports["soak"] = soak_cli.run_soak_part(
+            args, base, out, progress=not args.no_progress, prefix="soak-"
+        )
     return reports
+
+
+def add_soak_parser(bsub: Any, common: Any) -> Any:
+    """The ``bench soak`` sub-command (see :mod:`crossfeed.ops.bench.soak_cli`)."""
+    return soak_cli.add_soak_parser(bsub, common)
+
+
+def single_part(args: argparse.Namespace, base: Any, out: Path) -> Any:
+    """``bench workers`` or ``bench soak`` on its own."""
+    if args.bench_command == "soak":
+        return soak_cli.run_soak_part(args, base, out, progress=not args.no_progress)
+    return workers_part(args, base, out, posts=args.posts)
 
 
 def workers_part(args: argparse.Namespace, base: Any, out: Path, *, posts: int) -> Any:

@@ -48,6 +48,13 @@ def headline(reports: dict[str, BenchReport]) -> Table:
             ratio = entry["ratio_p50"]
             detail = f"uncached/cached {ratio:.3g}" if ratio is not None else ""
             table.add(f"query {kind} cached p50", c["p50"], "ms", detail)
+    if "soak" in reports:
+        res = reports["soak"].results
+        robust = res.get("rss_growth_robust")
+        detail = (
+            f"robust {robust:+.1%}, {res['posts']['lost']} posts lost" if robust is not None else ""
+        )
+        table.add("soak RSS growth (worst process)", res["rss_growth"], "fraction", detail)
     return table
 
 

@@ -174,7 +174,7 @@ def test_emit_json_prints_one_object(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_bad_part_options_fail_before_anything_runs() -> None:
     from crossfeed.ops.cli import main
 
-    skip = "engines,encoders,ingest,query,live,workers"
+    skip = "engines,encoders,ingest,query,live,workers,soak"
     assert main(["bench", "all", "--skip", skip, "--scale-concurrency", "x"]) == 1
     assert main(["bench", "all", "--skip", skip, "--scale-rows", "10"]) == 1
     assert main(["bench", "all", "--skip", skip + ",scale"]) == 1  # nothing to run
