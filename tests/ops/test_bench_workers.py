@@ -66,7 +66,7 @@ def test_bench_all_json_reads_every_figure_from_the_real_parts(
     monkeypatch.setenv("CROSSFEED_CPU_THREADS", "1")
     out = tmp_path / "bench"
     argv = ["bench", "all", "--json", "--no-progress", "--out", str(out)]
-    argv += ["--skip", "engines,query,workers", "--limit", "20", "--texts", "32"]
+    argv += ["--skip", "engines,query,workers,soak", "--limit", "20", "--texts", "32"]
     argv += ["--images", "4", "--videos", "1", "--encoder-repeats", "1"]
     argv += ["--freshness-samples", "3", "--queries", "5", "--query-images", "3"]
     argv += ["--live-burst", "20", "--live-subscriptions", "10", "--live-duration", "3"]
